@@ -172,16 +172,30 @@ def build_model(files):
         else:
             kind = "complex-type"
 
-        elements = sd["snapshot"]["element"]
+        # Medplum edits the snapshots of the R4 definitions: it adds its own elements
+        # (Meta.project, Meta.author, ...), backports R5 ones (Binary.url, most of
+        # ResearchStudy, EvidenceVariable.characteristic), and retypes a few
+        # (Bundle.entry.response.outcome). The differentials are HL7's, so the elements a
+        # type defines itself are taken from its differential; only the inherited ones
+        # (Resource.*, Element.*, BackboneElement.*) come from the snapshot.
+        own = [
+            el for el in sd["differential"]["element"]
+            if "." in el["path"] and el.get("max") != "0"
+        ]
+        owners = {name} | {el["path"] for el in own}
+        inherited = [
+            el for el in sd["snapshot"]["element"]
+            if "." in el["path"]
+            and el["base"]["path"] != el["path"]
+            and el["path"].rsplit(".", 1)[0] in owners
+            and el.get("max") != "0"
+        ]
+        elements = inherited + own
         # Paths of elements that have children: these are the inline (backbone) types.
-        parents = {el["path"].rsplit(".", 1)[0] for el in elements if "." in el["path"]}
+        parents = {el["path"].rsplit(".", 1)[0] for el in elements}
         types[name] = {"kind": kind, "elements": []}
         for el in elements:
             path = el["path"]
-            if "." not in path:
-                continue
-            if el.get("max") == "0":
-                continue  # prohibited: it can never appear
             owner, child = path.rsplit(".", 1)
             choice = child.endswith("[x]")
             if choice:
@@ -191,7 +205,7 @@ def build_model(files):
             else:
                 codes = []
                 for t in el.get("type", []):
-                    code = type_code(t, path, el.get("base", {}).get("path"))
+                    code = type_code(t, path, el.get("base", {}).get("path", path))
                     if code in ("BackboneElement", "Element") and path in parents:
                         code = path
                     if code not in codes:

@@ -255,6 +255,29 @@ mod tests {
     }
 
     #[test]
+    fn leaves_out_medplum_additions_to_r4() {
+        let defs = r4();
+        let meta = defs.type_model("Meta").unwrap();
+        let names: Vec<&str> = meta.elements.iter().map(|e| e.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "id",
+                "extension",
+                "versionId",
+                "lastUpdated",
+                "source",
+                "profile",
+                "security",
+                "tag"
+            ]
+        );
+        assert!(defs.type_model("Binary").unwrap().element("url").is_none());
+        let outcome = defs.type_model("Bundle.entry.response").unwrap();
+        assert_eq!(outcome.element("outcome").unwrap().types, ["Resource"]);
+    }
+
+    #[test]
     fn resolves_choice_properties() {
         let obs = r4().type_model("Observation").unwrap();
         let (el, ty) = obs.property("valueQuantity").unwrap();
