@@ -1,0 +1,189 @@
+//! The command line and its environment twins: one typed clap definition for every
+//! subcommand. Values are checked here, before anything starts, so bad configuration stops
+//! the process with a clear message instead of being quietly replaced by a default.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// FHIR Notary: a FHIR R4 server whose every write is notarized into a signed ledger.
+#[derive(Debug, Parser)]
+#[command(name = "fhir-notary", version, about)]
+pub struct Cli {
+    /// What to do; `serve` when no subcommand is given.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands of `fhir-notary`.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the FHIR REST server (the default).
+    Serve(ServeArgs),
+    /// Apply the database migrations and exit.
+    Migrate(MigrateArgs),
+}
+
+/// Where the data lives: shared by every subcommand that opens the database.
+#[derive(Debug, Clone, Args)]
+pub struct DatabaseArgs {
+    /// Database URL. `postgres://user@host/db` selects PostgreSQL; when absent, an embedded
+    /// SQLite file `fhir-notary.db` in the data directory is used.
+    #[arg(long, env = "FHIR_NOTARY_DATABASE_URL")]
+    pub database_url: Option<String>,
+
+    /// Directory for the embedded database and the server's keys; created when missing.
+    #[arg(long, env = "FHIR_NOTARY_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+
+    /// Largest number of database connections in the pool (PostgreSQL; SQLite uses one
+    /// writer and this many readers).
+    #[arg(long, env = "FHIR_NOTARY_DB_POOL_SIZE", default_value_t = 16,
+          value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub db_pool_size: u32,
+}
+
+/// How to log.
+#[derive(Debug, Clone, Args)]
+pub struct LogArgs {
+    /// Log filter in `tracing` syntax, e.g. `info` or `info,server=debug`.
+    #[arg(long, env = "FHIR_NOTARY_LOG_LEVEL", default_value = "info")]
+    pub log_level: String,
+
+    /// Log line format.
+    #[arg(long, env = "FHIR_NOTARY_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+/// Log line formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+/// Options of `fhir-notary serve`.
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Address and port to listen on.
+    #[arg(long, env = "FHIR_NOTARY_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+
+    /// Public base URL of the FHIR endpoint, used in Location headers and Bundle links
+    /// (e.g. `https://fhir.example.org/fhir`). When absent, it is taken from each request's
+    /// Host header and scheme.
+    #[arg(long, env = "FHIR_NOTARY_BASE_URL", value_parser = parse_base_url)]
+    pub base_url: Option<String>,
+
+    /// Largest accepted request body in bytes; larger bodies are answered 413.
+    #[arg(long, env = "FHIR_NOTARY_MAX_BODY_BYTES", default_value_t = 64 * 1024 * 1024,
+          value_parser = clap::value_parser!(u64).range(1024..))]
+    pub max_body_bytes: u64,
+
+    /// Number of HTTP worker threads; 0 means one per CPU core.
+    #[arg(long, env = "FHIR_NOTARY_WORKERS", default_value_t = 0)]
+    pub workers: usize,
+
+    /// Seconds to let in-flight requests finish after SIGTERM or ctrl-c.
+    #[arg(long, env = "FHIR_NOTARY_SHUTDOWN_TIMEOUT", default_value_t = 30)]
+    pub shutdown_timeout: u64,
+
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub database: DatabaseArgs,
+
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub log: LogArgs,
+}
+
+/// Options of `fhir-notary migrate`.
+#[derive(Debug, Clone, Args)]
+pub struct MigrateArgs {
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub database: DatabaseArgs,
+
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub log: LogArgs,
+}
+
+/// A base URL must be absolute http(s) and is kept without a trailing slash.
+fn parse_base_url(raw: &str) -> Result<String, String> {
+    let trimmed = raw.trim_end_matches('/');
+    let rest = trimmed
+        .strip_prefix("http://")
+        .or_else(|| trimmed.strip_prefix("https://"))
+        .ok_or_else(|| format!("'{raw}' is not an absolute http:// or https:// URL"))?;
+    if rest.is_empty() || rest.starts_with('/') || rest.contains(['?', '#', ' ']) {
+        return Err(format!(
+            "'{raw}' is not a usable base URL (host missing, or query/fragment present)"
+        ));
+    }
+    Ok(trimmed.to_owned())
+}
+
+impl Cli {
+    /// Parses the process arguments, treating a command line without a subcommand as `serve`.
+    pub fn parse_with_default() -> Self {
+        Self::parse_from(with_default_subcommand(std::env::args_os().collect()))
+    }
+}
+
+/// Inserts `serve` when the first argument is not a subcommand (nor a request for help or
+/// the version), so `fhir-notary --listen …` means `fhir-notary serve --listen …`.
+fn with_default_subcommand(mut args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    let first = args.get(1).and_then(|a| a.to_str()).map(str::to_owned);
+    let needs_serve = match first.as_deref() {
+        None => true,
+        Some("-h" | "--help" | "-V" | "--version" | "help") => false,
+        Some(flag) => flag.starts_with('-'),
+    };
+    if needs_serve {
+        args.insert(1, "serve".into());
+    }
+    args
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        let args = args.iter().map(|a| (*a).into()).collect();
+        Cli::try_parse_from(with_default_subcommand(args))
+    }
+
+    #[test]
+    fn serve_is_the_default() {
+        let cli = parse(&["fhir-notary", "--listen", "127.0.0.1:9999"]).expect("parses");
+        match cli.command {
+            Command::Serve(args) => assert_eq!(args.listen.port(), 9999),
+            other => panic!("expected serve, got {other:?}"),
+        }
+        assert!(matches!(
+            parse(&["fhir-notary"]).expect("parses").command,
+            Command::Serve(_)
+        ));
+    }
+
+    #[test]
+    fn bad_values_are_rejected_not_defaulted() {
+        assert!(parse(&["fhir-notary", "--listen", "nonsense"]).is_err());
+        assert!(parse(&["fhir-notary", "--base-url", "ftp://x"]).is_err());
+        assert!(parse(&["fhir-notary", "--log-format", "xml"]).is_err());
+        assert!(parse(&["fhir-notary", "--max-body-bytes", "10"]).is_err());
+    }
+
+    #[test]
+    fn base_url_loses_its_trailing_slash() {
+        assert_eq!(
+            parse_base_url("https://h.example/fhir/").as_deref(),
+            Ok("https://h.example/fhir")
+        );
+    }
+}

@@ -1,0 +1,283 @@
+//! history: `GET [base]/[type]/[id]/_history`, `[base]/[type]/_history`, `[base]/_history`
+//! (http.html#history).
+//!
+//! A `history` Bundle, newest first; each entry has `fullUrl`, the resource (absent for a
+//! deletion), `request` (method and URL of the interaction that made it) and `response`
+//! (status, ETag, lastModified). Parameters: `_count` (page size, default 50, at most 1000),
+//! `_since` (instant), `_at` (dateTime: versions current at some point in that period).
+//! Paging links carry `_snapshot`, the newest write the first page saw, so that writes made
+//! while a client pages do not shift entries between pages.
+
+use actix_web::http::header;
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde::Serialize;
+use serde_json::value::RawValue;
+use time::OffsetDateTime;
+
+use super::{known_type, valid_id};
+use crate::http::error::{ApiError, FHIR_JSON};
+use crate::http::negotiate::{self, etag, Format, Params};
+use crate::http::response::base_url;
+use crate::http::AppState;
+use crate::store::{
+    HistoryPage, HistoryQuery, HistoryScope, StoreError, VersionRecord, WriteMethod,
+};
+
+const DEFAULT_COUNT: u64 = 50;
+const MAX_COUNT: u64 = 1000;
+
+/// `GET [base]/_history`.
+pub async fn system(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    history(&req, &state, HistoryScope::System).await
+}
+
+/// `GET [base]/[type]/_history`.
+pub async fn type_level(
+    req: HttpRequest,
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    history(&req, &state, HistoryScope::Type(known_type(&path)?)).await
+}
+
+/// `GET [base]/[type]/[id]/_history`.
+pub async fn instance(
+    req: HttpRequest,
+    path: web::Path<(String, String)>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let (resource_type, id) = (known_type(&path.0)?, valid_id(&path.1)?);
+    let scope = HistoryScope::Instance(resource_type, id);
+    let response = history(&req, &state, scope).await?;
+    Ok(response)
+}
+
+async fn history(
+    req: &HttpRequest,
+    state: &AppState,
+    scope: HistoryScope<'_>,
+) -> Result<HttpResponse, ApiError> {
+    let params = Params::parse(req.query_string());
+    let format = negotiate::negotiate(req, &params)?;
+    let query = parse_query(&params, scope)?;
+    let page = state.store.history(&query).await?;
+    if let HistoryScope::Instance(t, id) = scope {
+        if page.total == Some(0) && query.since.is_none() && query.at.is_none() {
+            return Err(ApiError::NotFound(format!("{t}/{id} does not exist")));
+        }
+    }
+    let base = base_url(req, state);
+    let body = bundle(&base, req.path(), &params, &query, &page)?;
+    let text = if format.pretty { pretty(&body)? } else { body };
+    Ok(HttpResponse::Ok()
+        .insert_header((header::CONTENT_TYPE, FHIR_JSON))
+        .body(text))
+}
+
+fn parse_query<'a>(params: &Params, scope: HistoryScope<'a>) -> Result<HistoryQuery<'a>, ApiError> {
+    let number = |name: &str| -> Result<Option<u64>, ApiError> {
+        params
+            .single(name)?
+            .map(|v| {
+                v.parse::<u64>().map_err(|_| {
+                    ApiError::BadRequest(format!(
+                        "{name} must be a non-negative integer, not '{v}'"
+                    ))
+                })
+            })
+            .transpose()
+    };
+    let count = number("_count")?.unwrap_or(DEFAULT_COUNT).min(MAX_COUNT);
+    let since = params
+        .single("_since")?
+        .map(|v| {
+            fhir::primitives::parse_instant(v).ok_or_else(|| {
+                ApiError::BadRequest(format!(
+                    "_since must be an instant such as 2024-01-31T10:00:00Z, not '{v}'"
+                ))
+            })
+        })
+        .transpose()?;
+    let at = params
+        .single("_at")?
+        .map(|v| {
+            fhir::primitives::parse_date_time_range(v).ok_or_else(|| {
+                ApiError::BadRequest(format!("_at must be a FHIR dateTime, not '{v}'"))
+            })
+        })
+        .transpose()?;
+    let snapshot = number("_snapshot")?
+        .map(|s| {
+            i64::try_from(s).map_err(|_| ApiError::BadRequest("_snapshot is out of range".into()))
+        })
+        .transpose()?;
+    Ok(HistoryQuery {
+        scope,
+        since,
+        at,
+        snapshot,
+        offset: number("_offset")?.unwrap_or(0),
+        count,
+    })
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Bundle<'a> {
+    resource_type: &'static str,
+    id: String,
+    meta: BundleMeta,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    total: Option<u64>,
+    link: Vec<Link>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    entry: Vec<Entry<'a>>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct BundleMeta {
+    last_updated: String,
+}
+
+#[derive(Serialize)]
+struct Link {
+    relation: &'static str,
+    url: String,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Entry<'a> {
+    full_url: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    resource: Option<&'a RawValue>,
+    request: EntryRequest,
+    response: EntryResponse,
+}
+
+#[derive(Serialize)]
+struct EntryRequest {
+    method: &'static str,
+    url: String,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct EntryResponse {
+    status: &'static str,
+    etag: String,
+    last_modified: String,
+}
+
+fn bundle(
+    base: &str,
+    path: &str,
+    params: &Params,
+    query: &HistoryQuery<'_>,
+    page: &HistoryPage,
+) -> Result<String, ApiError> {
+    let raw: Vec<Option<Box<RawValue>>> = page
+        .versions
+        .iter()
+        .map(|v| {
+            v.content
+                .as_ref()
+                .map(|c| {
+                    RawValue::from_string(c.clone()).map_err(|e| {
+                        StoreError::Corrupt(format!(
+                            "stored JSON of version {} does not parse: {e}",
+                            v.seq
+                        ))
+                    })
+                })
+                .transpose()
+        })
+        .collect::<Result<_, _>>()?;
+    let entry = page
+        .versions
+        .iter()
+        .zip(&raw)
+        .map(|(v, resource)| Entry {
+            full_url: format!("{base}/{}/{}", v.resource_type, v.id),
+            resource: resource.as_deref(),
+            request: entry_request(v),
+            response: EntryResponse {
+                status: match v.method {
+                    WriteMethod::Delete => "204 No Content",
+                    _ if v.version == 1 => "201 Created",
+                    _ => "200 OK",
+                },
+                etag: etag(v.version),
+                last_modified: fhir::primitives::format_instant(v.last_updated),
+            },
+        })
+        .collect();
+
+    // The request path starts with the server's own `/fhir`, which `base` stands for.
+    let relative = path.strip_prefix("/fhir").unwrap_or(path);
+    let page_url = |offset: u64| -> String {
+        let mut query_string = form_urlencoded::Serializer::new(String::new());
+        for (k, v) in &params.0 {
+            if !matches!(k.as_str(), "_offset" | "_snapshot") {
+                query_string.append_pair(k, v);
+            }
+        }
+        query_string.append_pair("_snapshot", &page.snapshot.to_string());
+        query_string.append_pair("_offset", &offset.to_string());
+        format!("{base}{relative}?{}", query_string.finish())
+    };
+    let mut link = vec![Link {
+        relation: "self",
+        url: page_url(query.offset),
+    }];
+    if page.has_more {
+        link.push(Link {
+            relation: "next",
+            url: page_url(query.offset + query.count),
+        });
+    }
+    if query.offset > 0 {
+        link.push(Link {
+            relation: "previous",
+            url: page_url(query.offset.saturating_sub(query.count)),
+        });
+    }
+    let bundle = Bundle {
+        resource_type: "Bundle",
+        id: uuid::Uuid::new_v4().to_string(),
+        meta: BundleMeta {
+            last_updated: fhir::primitives::format_instant(OffsetDateTime::now_utc()),
+        },
+        kind: "history",
+        total: page.total,
+        link,
+        entry,
+    };
+    serde_json::to_string(&bundle).map_err(|e| ApiError::Store(StoreError::Corrupt(e.to_string())))
+}
+
+fn entry_request(v: &VersionRecord) -> EntryRequest {
+    let url = match v.method {
+        WriteMethod::Create => v.resource_type.clone(),
+        _ => format!("{}/{}", v.resource_type, v.id),
+    };
+    EntryRequest {
+        method: v.method.as_str(),
+        url,
+    }
+}
+
+fn pretty(compact: &str) -> Result<String, ApiError> {
+    let value: serde_json::Value = serde_json::from_str(compact)
+        .map_err(|e| ApiError::Store(StoreError::Corrupt(e.to_string())))?;
+    Ok(crate::http::response::json_text(
+        &value,
+        Format { pretty: true },
+    ))
+}

@@ -1,0 +1,74 @@
+//! capabilities: `GET [base]/metadata` (http.html#capabilities).
+//!
+//! The CapabilityStatement lists exactly what this server does: every R4 resource type with
+//! read, vread, update (including update-as-create), delete, create and history; versioned
+//! updates with `If-Match`; conditional read; JSON only.
+
+use actix_web::http::header;
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde_json::{json, Value};
+use time::OffsetDateTime;
+
+use crate::http::error::{ApiError, FHIR_JSON};
+use crate::http::negotiate::{self, Params};
+use crate::http::response::{base_url, json_text};
+use crate::http::AppState;
+
+/// `GET [base]/metadata`.
+pub async fn capability_statement(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let params = Params::parse(req.query_string());
+    let format = negotiate::negotiate(&req, &params)?;
+    let statement = build(&base_url(&req, &state));
+    Ok(HttpResponse::Ok()
+        .insert_header((header::CONTENT_TYPE, FHIR_JSON))
+        .body(json_text(&statement, format)))
+}
+
+fn build(base: &str) -> Value {
+    let interactions = [
+        "read",
+        "vread",
+        "update",
+        "delete",
+        "history-instance",
+        "history-type",
+        "create",
+    ];
+    let resources: Vec<Value> = fhir::definitions::r4()
+        .resource_types()
+        .map(|t| {
+            json!({
+                "type": t,
+                "profile": format!("http://hl7.org/fhir/StructureDefinition/{t}"),
+                "interaction": interactions.iter().map(|code| json!({ "code": code })).collect::<Vec<_>>(),
+                "versioning": "versioned-update",
+                "readHistory": true,
+                "updateCreate": true,
+                "conditionalCreate": false,
+                "conditionalRead": "full-support",
+                "conditionalUpdate": false,
+                "conditionalDelete": "not-supported",
+            })
+        })
+        .collect();
+    let version = env!("CARGO_PKG_VERSION");
+    json!({
+        "resourceType": "CapabilityStatement",
+        "status": "active",
+        "date": fhir::primitives::format_instant(OffsetDateTime::now_utc()),
+        "publisher": "FHIR Notary",
+        "kind": "instance",
+        "software": { "name": "FHIR Notary", "version": version },
+        "implementation": { "description": "FHIR Notary", "url": base },
+        "fhirVersion": "4.0.1",
+        "format": ["application/fhir+json", "json"],
+        "rest": [{
+            "mode": "server",
+            "resource": resources,
+            "interaction": [{ "code": "history-system" }],
+        }],
+    })
+}

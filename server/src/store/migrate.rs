@@ -1,0 +1,50 @@
+//! The schema migrations of `migrations/`, embedded in the binary so a single file deploys,
+//! and applied through sqlx's migrator (which records them in `_sqlx_migrations`).
+
+use std::borrow::Cow;
+
+use futures_util::future::BoxFuture;
+use sqlx::migrate::{Migration, MigrationSource, MigrationType, Migrator};
+
+use super::Backend;
+
+/// One migration step: version, description, SQL for SQLite, SQL for PostgreSQL.
+type Step = (i64, &'static str, &'static str, &'static str);
+
+const STEPS: &[Step] = &[(
+    1,
+    "resources",
+    include_str!("../../../migrations/sqlite/0001_resources.sql"),
+    include_str!("../../../migrations/postgres/0001_resources.sql"),
+)];
+
+#[derive(Debug)]
+struct Embedded(Backend);
+
+impl<'s> MigrationSource<'s> for Embedded {
+    fn resolve(self) -> BoxFuture<'s, Result<Vec<Migration>, sqlx::error::BoxDynError>> {
+        Box::pin(async move {
+            Ok(STEPS
+                .iter()
+                .map(|&(version, description, sqlite, postgres)| {
+                    let sql = match self.0 {
+                        Backend::Sqlite => sqlite,
+                        Backend::Postgres => postgres,
+                    };
+                    Migration::new(
+                        version,
+                        Cow::Borrowed(description),
+                        MigrationType::Simple,
+                        Cow::Borrowed(sql),
+                        false,
+                    )
+                })
+                .collect())
+        })
+    }
+}
+
+/// The migrator for a backend.
+pub(super) async fn migrator(backend: Backend) -> Result<Migrator, sqlx::migrate::MigrateError> {
+    Migrator::new(Embedded(backend)).await
+}

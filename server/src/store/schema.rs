@@ -1,0 +1,28 @@
+//! Table and column names for sea-query, matching `migrations/*/0001_resources.sql`.
+
+use sea_query::Iden;
+
+/// `resource_versions`: every version of every resource.
+#[derive(Debug, Clone, Copy, Iden)]
+pub enum ResourceVersions {
+    Table,
+    Seq,
+    ResourceType,
+    Id,
+    Version,
+    Method,
+    LastUpdated,
+    Content,
+}
+
+/// `resources`: the current version of each logical resource.
+#[derive(Debug, Clone, Copy, Iden)]
+pub enum Resources {
+    Table,
+    ResourceType,
+    Id,
+    Version,
+    Deleted,
+    LastUpdated,
+    Seq,
+}

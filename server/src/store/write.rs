@@ -1,0 +1,355 @@
+//! Write transactions: each resource write appends a version and moves the resource's
+//! current-version pointer, inside one database transaction that the caller commits.
+//!
+//! Concurrency: a writer first locks the `resources` row it supersedes (`FOR UPDATE` on
+//! PostgreSQL; SQLite has a single writer), so two writers of one resource serialize and the
+//! second sees the first's version. A resource created by PUT claims its `resources` row with
+//! `INSERT … ON CONFLICT DO NOTHING`; a writer that loses that race waits for the winner and
+//! continues as an update. The `(resource_type, id, version)` unique key backs all of this.
+
+use sea_query::{Expr, LockType, OnConflict, Query};
+use sea_query_binder::SqlxBinder;
+use serde_json::{Map, Value};
+use sqlx::{Any, Row, Transaction};
+use time::OffsetDateTime;
+
+use super::schema::{ResourceVersions as V, Resources as R};
+use super::{micros, query_builder, Backend, StoreError, StoreResult, VersionRecord, WriteMethod};
+
+/// What a delete did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DeleteOutcome {
+    /// A delete version was written.
+    Deleted(VersionRecord),
+    /// The resource was already deleted; nothing was written.
+    AlreadyDeleted,
+    /// The resource never existed; nothing was written.
+    NotFound,
+}
+
+/// The current version of a resource, as locked by a writer.
+#[derive(Debug, Clone, Copy)]
+struct Head {
+    version: i64,
+    deleted: bool,
+    last_updated: i64,
+}
+
+/// One open write transaction. Dropping it without [`WriteTx::commit`] rolls back.
+pub struct WriteTx {
+    tx: Transaction<'static, Any>,
+    backend: Backend,
+}
+
+impl WriteTx {
+    pub(super) fn new(tx: Transaction<'static, Any>, backend: Backend) -> Self {
+        WriteTx { tx, backend }
+    }
+
+    /// Creates a resource with a new server-assigned id (version 1). Any `id` in the body is
+    /// replaced, as the FHIR create interaction requires.
+    pub async fn create(
+        &mut self,
+        resource_type: &str,
+        resource: Value,
+    ) -> StoreResult<VersionRecord> {
+        let id = uuid::Uuid::new_v4().to_string();
+        let record = self
+            .append(
+                resource_type,
+                &id,
+                1,
+                WriteMethod::Create,
+                Some(resource),
+                None,
+            )
+            .await?;
+        let (sql, values) = Query::insert()
+            .into_table(R::Table)
+            .columns([
+                R::ResourceType,
+                R::Id,
+                R::Version,
+                R::Deleted,
+                R::LastUpdated,
+                R::Seq,
+            ])
+            .values_panic([
+                resource_type.into(),
+                id.into(),
+                1i64.into(),
+                0i64.into(),
+                micros(record.last_updated).into(),
+                record.seq.into(),
+            ])
+            .build_any_sqlx(query_builder(self.backend));
+        sqlx::query_with(&sql, values)
+            .execute(&mut *self.tx)
+            .await
+            .map_err(StoreError::from_sqlx)?;
+        Ok(record)
+    }
+
+    /// Writes a new version of `resource_type/id` with the given content, creating the
+    /// resource when it does not exist (or continuing its version sequence after a delete).
+    /// With `if_match`, fails with [`StoreError::VersionMismatch`] unless that is the current
+    /// version. Returns the version and whether the resource was created.
+    pub async fn update(
+        &mut self,
+        resource_type: &str,
+        id: &str,
+        resource: Value,
+        if_match: Option<i64>,
+    ) -> StoreResult<(VersionRecord, bool)> {
+        let head = self.lock_or_claim(resource_type, id).await?;
+        check_precondition(head, if_match)?;
+        let version = head.map_or(1, |h| h.version + 1);
+        let record = self
+            .append(
+                resource_type,
+                id,
+                version,
+                WriteMethod::Update,
+                Some(resource),
+                head.map(|h| h.last_updated),
+            )
+            .await?;
+        self.point_to(&record).await?;
+        Ok((record, head.is_none_or(|h| h.deleted)))
+    }
+
+    /// Deletes a resource by writing a delete version. Deleting what does not exist or is
+    /// already deleted writes nothing.
+    pub async fn delete(
+        &mut self,
+        resource_type: &str,
+        id: &str,
+        if_match: Option<i64>,
+    ) -> StoreResult<DeleteOutcome> {
+        let head = self.lock_current(resource_type, id).await?;
+        check_precondition(head, if_match)?;
+        let Some(head) = head else {
+            return Ok(DeleteOutcome::NotFound);
+        };
+        if head.deleted {
+            return Ok(DeleteOutcome::AlreadyDeleted);
+        }
+        let record = self
+            .append(
+                resource_type,
+                id,
+                head.version + 1,
+                WriteMethod::Delete,
+                None,
+                Some(head.last_updated),
+            )
+            .await?;
+        self.point_to(&record).await?;
+        Ok(DeleteOutcome::Deleted(record))
+    }
+
+    /// Commits every write of this transaction.
+    pub async fn commit(self) -> StoreResult<()> {
+        self.tx.commit().await.map_err(StoreError::from_sqlx)
+    }
+
+    /// Locks the resource's current-version row, if it exists.
+    async fn lock_current(&mut self, resource_type: &str, id: &str) -> StoreResult<Option<Head>> {
+        let (sql, values) = Query::select()
+            .columns([R::Version, R::Deleted, R::LastUpdated])
+            .from(R::Table)
+            .and_where(Expr::col(R::ResourceType).eq(resource_type))
+            .and_where(Expr::col(R::Id).eq(id))
+            .lock(LockType::Update)
+            .build_any_sqlx(query_builder(self.backend));
+        let row = sqlx::query_with(&sql, values)
+            .fetch_optional(&mut *self.tx)
+            .await
+            .map_err(StoreError::from_sqlx)?;
+        row.map(|row| {
+            Ok(Head {
+                version: row.try_get("version")?,
+                deleted: row.try_get::<i64, _>("deleted")? != 0,
+                last_updated: row.try_get("last_updated")?,
+            })
+        })
+        .transpose()
+    }
+
+    /// Locks the current-version row, or claims it with a placeholder when the resource does
+    /// not exist yet (the placeholder is overwritten by [`WriteTx::point_to`] before commit).
+    async fn lock_or_claim(&mut self, resource_type: &str, id: &str) -> StoreResult<Option<Head>> {
+        if let Some(head) = self.lock_current(resource_type, id).await? {
+            return Ok(Some(head));
+        }
+        let (sql, values) = Query::insert()
+            .into_table(R::Table)
+            .columns([
+                R::ResourceType,
+                R::Id,
+                R::Version,
+                R::Deleted,
+                R::LastUpdated,
+                R::Seq,
+            ])
+            .values_panic([
+                resource_type.into(),
+                id.into(),
+                0i64.into(),
+                1i64.into(),
+                0i64.into(),
+                0i64.into(),
+            ])
+            .on_conflict(
+                OnConflict::columns([R::ResourceType, R::Id])
+                    .do_nothing()
+                    .to_owned(),
+            )
+            .build_any_sqlx(query_builder(self.backend));
+        let claimed = sqlx::query_with(&sql, values)
+            .execute(&mut *self.tx)
+            .await
+            .map_err(StoreError::from_sqlx)?
+            .rows_affected()
+            == 1;
+        if claimed {
+            return Ok(None);
+        }
+        // Another writer created it meanwhile and has committed: continue as an update.
+        self.lock_current(resource_type, id)
+            .await?
+            .ok_or_else(|| {
+                StoreError::Conflict(format!("{resource_type}/{id} vanished during a write"))
+            })
+            .map(Some)
+    }
+
+    /// Moves the current-version pointer to `record`.
+    async fn point_to(&mut self, record: &VersionRecord) -> StoreResult<()> {
+        let (sql, values) = Query::update()
+            .table(R::Table)
+            .values([
+                (R::Version, record.version.into()),
+                (R::Deleted, i64::from(record.is_delete()).into()),
+                (R::LastUpdated, micros(record.last_updated).into()),
+                (R::Seq, record.seq.into()),
+            ])
+            .and_where(Expr::col(R::ResourceType).eq(record.resource_type.as_str()))
+            .and_where(Expr::col(R::Id).eq(record.id.as_str()))
+            .build_any_sqlx(query_builder(self.backend));
+        sqlx::query_with(&sql, values)
+            .execute(&mut *self.tx)
+            .await
+            .map_err(StoreError::from_sqlx)?;
+        Ok(())
+    }
+
+    /// Appends a version row; the server-owned `id` and `meta` are set on the content here,
+    /// so what is stored is exactly what is served.
+    async fn append(
+        &mut self,
+        resource_type: &str,
+        id: &str,
+        version: i64,
+        method: WriteMethod,
+        resource: Option<Value>,
+        previous_last_updated: Option<i64>,
+    ) -> StoreResult<VersionRecord> {
+        let last_updated = next_last_updated(previous_last_updated)?;
+        let content = resource
+            .map(|r| stamp(r, resource_type, id, version, last_updated))
+            .transpose()?;
+        let (sql, values) = Query::insert()
+            .into_table(V::Table)
+            .columns([
+                V::ResourceType,
+                V::Id,
+                V::Version,
+                V::Method,
+                V::LastUpdated,
+                V::Content,
+            ])
+            .values_panic([
+                resource_type.into(),
+                id.into(),
+                version.into(),
+                method.as_str().into(),
+                micros(last_updated).into(),
+                content.clone().into(),
+            ])
+            .returning_col(V::Seq)
+            .build_any_sqlx(query_builder(self.backend));
+        let row = sqlx::query_with(&sql, values)
+            .fetch_one(&mut *self.tx)
+            .await
+            .map_err(StoreError::from_sqlx)?;
+        Ok(VersionRecord {
+            seq: row.try_get("seq")?,
+            resource_type: resource_type.to_owned(),
+            id: id.to_owned(),
+            version,
+            method,
+            last_updated,
+            content,
+        })
+    }
+}
+
+fn check_precondition(head: Option<Head>, if_match: Option<i64>) -> StoreResult<()> {
+    match (if_match, head) {
+        (Some(expected), Some(h)) if h.version == expected => Ok(()),
+        (Some(expected), current) => Err(StoreError::VersionMismatch {
+            expected,
+            current: current.map(|h| h.version),
+        }),
+        (None, _) => Ok(()),
+    }
+}
+
+/// Now, at the millisecond precision `meta.lastUpdated` is served with, and never earlier
+/// than the previous version's (clocks of several servers may disagree slightly).
+fn next_last_updated(previous_micros: Option<i64>) -> StoreResult<OffsetDateTime> {
+    let now = OffsetDateTime::now_utc();
+    let now_ms = micros(now) / 1_000 * 1_000;
+    super::from_micros(previous_micros.map_or(now_ms, |p| p.max(now_ms)))
+}
+
+/// Sets `id` and `meta.versionId`/`meta.lastUpdated` and serializes the resource with the
+/// conventional leading order `resourceType`, `id`, `meta`.
+fn stamp(
+    resource: Value,
+    resource_type: &str,
+    id: &str,
+    version: i64,
+    last_updated: OffsetDateTime,
+) -> StoreResult<String> {
+    let Value::Object(mut body) = resource else {
+        return Err(StoreError::Corrupt(
+            "a resource must be a JSON object".into(),
+        ));
+    };
+    let mut meta = Map::new();
+    meta.insert("versionId".into(), Value::String(version.to_string()));
+    meta.insert(
+        "lastUpdated".into(),
+        Value::String(fhir::primitives::format_instant(last_updated)),
+    );
+    if let Some(Value::Object(client_meta)) = body.remove("meta") {
+        for (k, v) in client_meta {
+            if k != "versionId" && k != "lastUpdated" {
+                meta.insert(k, v);
+            }
+        }
+    }
+    body.remove("resourceType");
+    body.remove("id");
+    let mut out = Map::with_capacity(body.len() + 3);
+    out.insert(
+        "resourceType".into(),
+        Value::String(resource_type.to_owned()),
+    );
+    out.insert("id".into(), Value::String(id.to_owned()));
+    out.insert("meta".into(), Value::Object(meta));
+    out.extend(body);
+    serde_json::to_string(&Value::Object(out)).map_err(|e| StoreError::Corrupt(e.to_string()))
+}

@@ -1,0 +1,238 @@
+//! Test harness: starts the real server (the same `server::start` production runs) on a
+//! loopback port, over a fresh SQLite file or a fresh PostgreSQL database, and talks to it
+//! over HTTP. `backend_tests!` runs each test on both backends.
+//!
+//! PostgreSQL comes from `FHIR_NOTARY_TEST_POSTGRES_URL` (default
+//! `postgres://postgres@127.0.0.1:5432/postgres`); `scripts/test` starts a throwaway server
+//! when none is reachable. A test never skips for want of PostgreSQL: it fails saying so.
+
+#![allow(dead_code)]
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::sync::mpsc;
+use std::time::Duration;
+
+use server::store::Store;
+use server::AppState;
+use sqlx::AnyPool;
+
+/// Which database a test server uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Db {
+    Sqlite,
+    Postgres,
+}
+
+/// A running server and a client for it.
+pub struct TestServer {
+    /// `http://127.0.0.1:PORT/fhir`
+    pub base: String,
+    /// `http://127.0.0.1:PORT`
+    pub root: String,
+    pub client: reqwest::Client,
+    pub db: Db,
+    /// The database URL the server uses (for tests that inspect or tamper with it).
+    pub database_url: String,
+    pub data_dir: PathBuf,
+    handle: actix_web::dev::ServerHandle,
+    thread: Option<std::thread::JoinHandle<()>>,
+    pg_database: Option<String>,
+    _dir: tempfile::TempDir,
+}
+
+pub fn admin_postgres_url() -> String {
+    std::env::var("FHIR_NOTARY_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+}
+
+fn with_database(url: &str, db: &str) -> String {
+    let (head, _) = url
+        .rsplit_once('/')
+        .expect("a PostgreSQL URL ends with /database");
+    format!("{head}/{db}")
+}
+
+async fn admin_pool() -> AnyPool {
+    sqlx::any::install_default_drivers();
+    let url = admin_postgres_url();
+    sqlx::any::AnyPoolOptions::new()
+        .max_connections(1)
+        .acquire_timeout(Duration::from_secs(10))
+        .connect(&url)
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "PostgreSQL is not reachable at {url} ({e}). Run the tests with scripts/test, which \
+                 starts a throwaway PostgreSQL, or set FHIR_NOTARY_TEST_POSTGRES_URL."
+            )
+        })
+}
+
+impl TestServer {
+    /// Starts a server over a fresh database of the given kind.
+    pub async fn start(db: Db) -> TestServer {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (database_url, pg_database) = match db {
+            Db::Sqlite => (
+                format!("sqlite://{}?mode=rwc", dir.path().join("test.db").display()),
+                None,
+            ),
+            Db::Postgres => {
+                let name = format!("notary_test_{}", uuid::Uuid::new_v4().simple());
+                let pool = admin_pool().await;
+                sqlx::query(&format!("CREATE DATABASE {name}"))
+                    .execute(&pool)
+                    .await
+                    .expect("create test database");
+                pool.close().await;
+                (with_database(&admin_postgres_url(), &name), Some(name))
+            }
+        };
+        let data_dir = dir.path().join("data");
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind loopback");
+        let port = listener.local_addr().expect("local addr").port();
+        let (tx, rx) = mpsc::channel();
+        let url = database_url.clone();
+        let data = data_dir.clone();
+        let thread = std::thread::spawn(move || {
+            actix_web::rt::System::new().block_on(async move {
+                let store = Store::open(Some(&url), &data, 8).await.expect("open store");
+                store.migrate().await.expect("migrate");
+                let state = AppState {
+                    store,
+                    base_url: None,
+                    max_body_bytes: 1024 * 1024,
+                };
+                let server = server::start(listener, state, 2, Duration::from_secs(5))
+                    .expect("start server");
+                tx.send(server.handle())
+                    .expect("hand over the server handle");
+                let _ = server.await;
+            });
+        });
+        let handle = rx.recv().expect("server started");
+        let root = format!("http://127.0.0.1:{port}");
+        TestServer {
+            base: format!("{root}/fhir"),
+            root,
+            client: reqwest::Client::builder()
+                .timeout(Duration::from_secs(60))
+                .build()
+                .expect("client"),
+            db,
+            database_url,
+            data_dir,
+            handle,
+            thread: Some(thread),
+            pg_database,
+            _dir: dir,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}/{}", self.base, path.trim_start_matches('/'))
+    }
+
+    pub fn get(&self, path: &str) -> reqwest::RequestBuilder {
+        self.client.get(self.url(path))
+    }
+
+    pub fn post_json(&self, path: &str, body: &serde_json::Value) -> reqwest::RequestBuilder {
+        self.client
+            .post(self.url(path))
+            .header("Content-Type", "application/fhir+json")
+            .body(body.to_string())
+    }
+
+    pub fn put_json(&self, path: &str, body: &serde_json::Value) -> reqwest::RequestBuilder {
+        self.client
+            .put(self.url(path))
+            .header("Content-Type", "application/fhir+json")
+            .body(body.to_string())
+    }
+
+    pub fn delete(&self, path: &str) -> reqwest::RequestBuilder {
+        self.client.delete(self.url(path))
+    }
+
+    /// Creates a resource and returns the stored body.
+    pub async fn create(&self, body: serde_json::Value) -> serde_json::Value {
+        let rt = body["resourceType"]
+            .as_str()
+            .expect("resourceType")
+            .to_owned();
+        let res = self.post_json(&rt, &body).send().await.expect("POST");
+        assert_eq!(
+            res.status(),
+            201,
+            "create failed: {}",
+            res.text().await.unwrap_or_default()
+        );
+        res.json().await.expect("created body")
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        // `stop` sends its command at once; the returned future only waits for completion.
+        drop(self.handle.stop(true));
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+        if let Some(name) = self.pg_database.take() {
+            let _ = std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("runtime");
+                rt.block_on(async move {
+                    let pool = admin_pool().await;
+                    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                        .execute(&pool)
+                        .await;
+                    pool.close().await;
+                });
+            })
+            .join();
+        }
+    }
+}
+
+/// The body of an OperationOutcome response, checked to be one.
+pub async fn outcome(res: reqwest::Response) -> serde_json::Value {
+    let ct = res
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    assert!(ct.starts_with("application/fhir+json"), "content type {ct}");
+    let body: serde_json::Value = res.json().await.expect("JSON body");
+    assert_eq!(body["resourceType"], "OperationOutcome", "{body}");
+    body
+}
+
+/// Defines `mod sqlite` and `mod postgres`, each with one `#[tokio::test]` per named test
+/// function `async fn name(server: TestServer)` of the enclosing module.
+#[macro_export]
+macro_rules! backend_tests {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::common::TestServer::start($crate::common::Db::Sqlite).await).await
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::common::TestServer::start($crate::common::Db::Postgres).await).await
+                }
+            )*
+        }
+    };
+}
