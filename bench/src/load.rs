@@ -263,9 +263,9 @@ pub async fn run(plan: &Plan) -> Result<Report, BenchError> {
             .then(|| start + plan.ramp.start_offset(next_user))
             .filter(|due| *due < deadline);
 
+        // Biased so that a progress tick due at the deadline is still printed.
         tokio::select! {
-            () = sleep_until(next_due.unwrap_or(deadline)), if next_due.is_some() => {}
-            () = sleep_until(deadline) => break,
+            biased;
             _ = ticker.tick() => {
                 let now = Instant::now();
                 let (done, failed) = shared.recorder.progress();
@@ -285,6 +285,8 @@ pub async fn run(plan: &Plan) -> Result<Report, BenchError> {
                 eprintln!("interrupted: letting in-flight requests finish (Ctrl-C again to abort)");
                 break;
             }
+            () = sleep_until(deadline) => break,
+            () = sleep_until(next_due.unwrap_or(deadline)), if next_due.is_some() => {}
             Some(joined) = users.join_next() => {
                 // Users only end early by panicking; that is a bug to surface.
                 if let Err(e) = joined {
