@@ -36,7 +36,7 @@ pub fn apply_summary(defs: &Definitions, resource: &mut Value, mode: SummaryMode
     };
     let removed = match mode {
         SummaryMode::False => false,
-        SummaryMode::Data => obj.remove("text").is_some(),
+        SummaryMode::Data => obj.shift_remove("text").is_some(),
         SummaryMode::Text => retain(model, obj, |el| {
             matches!(el.name.as_str(), "id" | "meta" | "text") || el.is_required()
         }),

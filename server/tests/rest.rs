@@ -61,8 +61,16 @@ async fn create_then_read_round_trips_exactly(s: TestServer) {
     let res = s.get(&format!("Patient/{id}")).send().await.unwrap();
     assert_eq!(res.status(), 200);
     assert_eq!(header(&res, "etag"), "W/\"1\"");
-    let read: Value = res.json().await.unwrap();
+    let read_text = res.text().await.unwrap();
+    let read: Value = serde_json::from_str(&read_text).unwrap();
     assert_eq!(read, created);
+    // Elements keep the order the client sent them in, after the server-owned id and meta.
+    let at = |key: &str| read_text.find(&format!("\"{key}\"")).unwrap();
+    assert!(at("resourceType") < at("id") && at("id") < at("meta") && at("meta") < at("extension"));
+    assert!(
+        at("extension") < at("name") && at("name") < at("gender") && at("gender") < at("birthDate")
+    );
+    assert!(at("birthDate") < at("_birthDate") && at("_birthDate") < at("address"));
     // Extensions (including primitive ones) survive untouched.
     assert_eq!(read["_birthDate"], patient()["_birthDate"]);
     assert_eq!(read["extension"], patient()["extension"]);

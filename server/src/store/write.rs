@@ -334,15 +334,15 @@ fn stamp(
         "lastUpdated".into(),
         Value::String(fhir::primitives::format_instant(last_updated)),
     );
-    if let Some(Value::Object(client_meta)) = body.remove("meta") {
+    if let Some(Value::Object(client_meta)) = body.shift_remove("meta") {
         for (k, v) in client_meta {
             if k != "versionId" && k != "lastUpdated" {
                 meta.insert(k, v);
             }
         }
     }
-    body.remove("resourceType");
-    body.remove("id");
+    body.shift_remove("resourceType");
+    body.shift_remove("id");
     let mut out = Map::with_capacity(body.len() + 3);
     out.insert(
         "resourceType".into(),
