@@ -10,6 +10,7 @@ CREATE TABLE resource_versions (
 );
 
 CREATE INDEX resource_versions_type_seq ON resource_versions (resource_type, seq);
+CREATE INDEX resource_versions_instance_seq ON resource_versions (resource_type, id, seq);
 CREATE INDEX resource_versions_last_updated ON resource_versions (last_updated);
 
 CREATE TABLE resources (

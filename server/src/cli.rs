@@ -5,7 +5,9 @@ use std::net::TcpListener;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use crate::config::{Cli, Command, DatabaseArgs, MigrateArgs, ServeArgs};
+use crate::config::{
+    AuditArgs, Cli, Command, DatabaseArgs, LedgerCommand, MigrateArgs, PublicKeyArgs, ServeArgs,
+};
 use crate::http::AppState;
 use crate::store::Store;
 
@@ -19,6 +21,15 @@ pub fn main() -> ExitCode {
         Command::Migrate(args) => {
             crate::logging::init(&args.log).and_then(|()| run_async(migrate(args)))
         }
+        Command::Ledger(ledger) => match ledger.command {
+            LedgerCommand::Audit(args) => run_async(audit(args)),
+            LedgerCommand::VerifyProof(args) => crate::notary::verify::verify(&args).map(|lines| {
+                for line in lines {
+                    println!("{line}");
+                }
+            }),
+            LedgerCommand::PublicKey(args) => public_key(&args),
+        },
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -55,10 +66,32 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         "FHIR Notary serving at http://{}/fhir",
         args.listen
     );
+    let key_path = crate::notary::key::key_path(&args.seal.key, &args.database.data_dir);
+    let key = crate::notary::key::load_or_create(&key_path)?;
+    let mut members = vec![key.public_key()];
+    members.extend(
+        args.seal
+            .ledger_members
+            .iter()
+            .filter(|m| **m != key.public_key()),
+    );
+    tracing::info!(public_key = %hex::encode(key.public_key()), "ledger signing key loaded");
+    let seal_interval = Duration::from_millis(args.seal.seal_interval_ms);
+    actix_web::rt::spawn(
+        crate::notary::sealer::Sealer {
+            store: store.clone(),
+            key,
+            members,
+            interval: seal_interval,
+            max_entries: args.seal.seal_max_entries,
+        }
+        .run(),
+    );
     let state = AppState {
         store: store.clone(),
         base_url: args.base_url.clone(),
         max_body_bytes: args.max_body_bytes,
+        seal_interval,
     };
     crate::start(
         listener,
@@ -78,5 +111,46 @@ async fn migrate(args: MigrateArgs) -> Result<(), String> {
     let store = open_store(&args.database).await?;
     store.close().await;
     eprintln!("fhir-notary: migrations applied ({:?})", store.backend());
+    Ok(())
+}
+
+async fn audit(args: AuditArgs) -> Result<(), String> {
+    let store = open_store(&args.database).await?;
+    let started = std::time::Instant::now();
+    let report = crate::notary::audit::audit(&store, args.progress_every, |done, total| {
+        eprintln!(
+            "audit: {done} of {total} versions checked ({:.0} s)",
+            started.elapsed().as_secs_f64()
+        );
+    })
+    .await
+    .map_err(|e| format!("the audit could not read the database: {e}"))?;
+    store.close().await;
+    for finding in &report.findings {
+        println!("FINDING: {}", finding.0);
+    }
+    println!(
+        "audit: {} versions, {} blocks, {} sealed entries checked, {} entries awaiting sealing; {} finding(s) in {:.1} s",
+        report.versions,
+        report.blocks,
+        report.sealed_entries,
+        report.pending_entries,
+        report.findings.len(),
+        started.elapsed().as_secs_f64()
+    );
+    if report.findings.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "the audit found {} discrepancies",
+            report.findings.len()
+        ))
+    }
+}
+
+fn public_key(args: &PublicKeyArgs) -> Result<(), String> {
+    let path = crate::notary::key::key_path(&args.ledger, &args.data_dir);
+    let key = crate::notary::key::load_or_create(&path)?;
+    println!("{}", hex::encode(key.public_key()));
     Ok(())
 }

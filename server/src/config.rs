@@ -23,6 +23,108 @@ pub enum Command {
     Serve(ServeArgs),
     /// Apply the database migrations and exit.
     Migrate(MigrateArgs),
+    /// Inspect and verify the ledger.
+    Ledger(LedgerArgs),
+}
+
+/// `fhir-notary ledger …`
+#[derive(Debug, Args)]
+pub struct LedgerArgs {
+    /// What to do with the ledger.
+    #[command(subcommand)]
+    pub command: LedgerCommand,
+}
+
+/// The ledger subcommands.
+#[derive(Debug, Subcommand)]
+pub enum LedgerCommand {
+    /// Recompute every version's hash, every block's Merkle root, the chain links and the
+    /// signatures against the database; exits non-zero naming each discrepancy.
+    Audit(AuditArgs),
+    /// Verify a proof file offline, with nothing but the proof and the signer's public key.
+    VerifyProof(VerifyProofArgs),
+    /// Print this node's ledger public key (hex), creating the key if it does not exist.
+    PublicKey(PublicKeyArgs),
+}
+
+/// Options of `fhir-notary ledger audit`.
+#[derive(Debug, Clone, Args)]
+pub struct AuditArgs {
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub database: DatabaseArgs,
+
+    /// Print progress to stderr every this many versions (0: never).
+    #[arg(long, env = "FHIR_NOTARY_AUDIT_PROGRESS", default_value_t = 100_000)]
+    pub progress_every: u64,
+}
+
+/// Options of `fhir-notary ledger verify-proof`.
+#[derive(Debug, Clone, Args)]
+pub struct VerifyProofArgs {
+    /// The proof file, as served by `GET /ledger/proof/{type}/{id}/{version}`.
+    pub proof: PathBuf,
+
+    /// The signer's Ed25519 public key: 64 hex characters, or a file holding them.
+    #[arg(long, env = "FHIR_NOTARY_PUBLIC_KEY")]
+    pub public_key: String,
+
+    /// Optionally, the resource version (FHIR JSON file) whose content hash must match.
+    #[arg(long)]
+    pub resource: Option<PathBuf>,
+}
+
+/// Options of `fhir-notary ledger public-key`.
+#[derive(Debug, Clone, Args)]
+pub struct PublicKeyArgs {
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub ledger: LedgerKeyArgs,
+
+    /// Directory holding the node key (see `serve --data-dir`).
+    #[arg(long, env = "FHIR_NOTARY_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+}
+
+/// Which key signs blocks.
+#[derive(Debug, Clone, Args)]
+pub struct LedgerKeyArgs {
+    /// File with this node's Ed25519 signing key (hex seed). Default: `ledger.key` in the
+    /// data directory, created on first start with owner-only permissions. Nodes that
+    /// share one database share this key (or are listed in `--ledger-members`).
+    #[arg(long, env = "FHIR_NOTARY_LEDGER_KEY_FILE")]
+    pub ledger_key_file: Option<PathBuf>,
+}
+
+/// How the ledger seals blocks.
+#[derive(Debug, Clone, Args)]
+pub struct SealArgs {
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub key: LedgerKeyArgs,
+
+    /// Further public keys (hex, comma-separated) allowed to sign blocks, recorded in the
+    /// genesis block when the ledger is created.
+    #[arg(long, env = "FHIR_NOTARY_LEDGER_MEMBERS", value_delimiter = ',', value_parser = parse_public_key)]
+    pub ledger_members: Vec<[u8; 32]>,
+
+    /// Seal a block at least this often, in milliseconds, when entries wait.
+    #[arg(long, env = "FHIR_NOTARY_SEAL_INTERVAL_MS", default_value_t = 1000,
+          value_parser = clap::value_parser!(u64).range(10..=3_600_000))]
+    pub seal_interval_ms: u64,
+
+    /// Most entries in one block; a backlog is sealed in blocks of this size at once.
+    #[arg(long, env = "FHIR_NOTARY_SEAL_MAX_ENTRIES", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub seal_max_entries: u64,
+}
+
+/// A 32-byte Ed25519 public key in hex.
+pub fn parse_public_key(raw: &str) -> Result<[u8; 32], String> {
+    let mut key = [0u8; 32];
+    hex::decode_to_slice(raw.trim(), &mut key)
+        .map_err(|e| format!("'{raw}' is not an Ed25519 public key (64 hex characters): {e}"))?;
+    Ok(key)
 }
 
 /// Where the data lives: shared by every subcommand that opens the database.
@@ -94,6 +196,10 @@ pub struct ServeArgs {
     #[command(flatten)]
     #[allow(missing_docs)]
     pub database: DatabaseArgs,
+
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub seal: SealArgs,
 
     #[command(flatten)]
     #[allow(missing_docs)]

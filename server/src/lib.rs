@@ -5,6 +5,7 @@
 //! - [`cli`]: what each subcommand does; `main.rs` only calls [`cli::main`].
 //! - [`http`]: the actix application ([`http::app`]), handlers, errors as OperationOutcome.
 //! - [`store`]: the storage API in FHIR's terms over both databases.
+//! - [`notary`]: the node key, the block sealer, the full audit, proof verification.
 //! - [`logging`]: log output setup.
 //!
 //! Tests drive [`http::app`] through [`start`] on a loopback port: the same code production
@@ -14,6 +15,7 @@ pub mod cli;
 pub mod config;
 pub mod http;
 pub mod logging;
+pub mod notary;
 pub mod store;
 
 use std::net::TcpListener;

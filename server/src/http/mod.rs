@@ -30,6 +30,8 @@ pub struct AppState {
     pub base_url: Option<String>,
     /// Largest accepted request body, in bytes.
     pub max_body_bytes: u64,
+    /// How often the ledger seals blocks (the retry hint for not-yet-sealed proofs).
+    pub seal_interval: std::time::Duration,
 }
 
 /// The actix application: every route, with the middleware production runs.

@@ -202,11 +202,16 @@ pub fn etag(version: i64) -> String {
 }
 
 /// Parses an entity tag holding a version (`W/"3"`, `"3"`), as sent in `If-Match` and
-/// `If-None-Match`.
+/// `If-None-Match`. A bare `3` is accepted too: some clients (fhirpy) send the version id
+/// unquoted, and it can mean nothing else.
 fn parse_version_tag(raw: &str) -> Option<i64> {
     let raw = raw.trim();
     let raw = raw.strip_prefix("W/").unwrap_or(raw);
-    raw.strip_prefix('"')?.strip_suffix('"')?.parse().ok()
+    let unquoted = match raw.strip_prefix('"') {
+        Some(rest) => rest.strip_suffix('"')?,
+        None => raw,
+    };
+    unquoted.parse().ok().filter(|v| *v >= 1)
 }
 
 /// The version named by `If-Match`, if any; a header that names no version is a 400.
@@ -252,7 +257,8 @@ mod tests {
     fn version_tags() {
         assert_eq!(parse_version_tag("W/\"3\""), Some(3));
         assert_eq!(parse_version_tag("\"12\""), Some(12));
-        assert_eq!(parse_version_tag("3"), None);
+        assert_eq!(parse_version_tag("3"), Some(3));
+        assert_eq!(parse_version_tag("\"3"), None);
         assert_eq!(parse_version_tag("W/\"x\""), None);
     }
 

@@ -11,12 +11,20 @@ use super::Backend;
 /// One migration step: version, description, SQL for SQLite, SQL for PostgreSQL.
 type Step = (i64, &'static str, &'static str, &'static str);
 
-const STEPS: &[Step] = &[(
-    1,
-    "resources",
-    include_str!("../../../migrations/sqlite/0001_resources.sql"),
-    include_str!("../../../migrations/postgres/0001_resources.sql"),
-)];
+const STEPS: &[Step] = &[
+    (
+        1,
+        "resources",
+        include_str!("../../../migrations/sqlite/0001_resources.sql"),
+        include_str!("../../../migrations/postgres/0001_resources.sql"),
+    ),
+    (
+        2,
+        "ledger",
+        include_str!("../../../migrations/sqlite/0002_ledger.sql"),
+        include_str!("../../../migrations/postgres/0002_ledger.sql"),
+    ),
+];
 
 #[derive(Debug)]
 struct Embedded(Backend);

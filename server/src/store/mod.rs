@@ -11,6 +11,7 @@
 //! readers; PostgreSQL uses one pool and row locks.
 
 mod error;
+pub mod ledger;
 mod migrate;
 mod schema;
 mod write;
@@ -28,7 +29,7 @@ use sqlx::{AnyPool, Executor, Row};
 use time::OffsetDateTime;
 
 pub use error::{StoreError, StoreResult};
-pub use write::{DeleteOutcome, WriteTx};
+pub use write::{DeleteOutcome, WriteContext, WriteTx};
 
 use schema::{ResourceVersions as V, Resources as R};
 
@@ -260,10 +261,10 @@ impl Store {
         query_builder(self.backend)
     }
 
-    /// Starts a write transaction.
-    pub async fn begin(&self) -> StoreResult<WriteTx> {
+    /// Starts a write transaction on behalf of `context`.
+    pub async fn begin(&self, context: WriteContext) -> StoreResult<WriteTx> {
         let tx = self.write.begin().await.map_err(StoreError::from_sqlx)?;
-        Ok(WriteTx::new(tx, self.backend))
+        Ok(WriteTx::new(tx, self.backend, context))
     }
 
     /// The current version of a resource (a delete if it was deleted), or `None` if it never

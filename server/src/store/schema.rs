@@ -26,3 +26,31 @@ pub enum Resources {
     LastUpdated,
     Seq,
 }
+
+/// `ledger_entries`: one notarization entry per version.
+#[derive(Debug, Clone, Copy, Iden)]
+pub enum LedgerEntries {
+    Table,
+    EntrySeq,
+    VersionSeq,
+    ResourceType,
+    Id,
+    Version,
+    Operation,
+    ContentHash,
+    Actor,
+    RecordedAt,
+    RequestId,
+    BlockHeight,
+}
+
+/// `ledger_blocks`: sealed, signed blocks.
+#[derive(Debug, Clone, Copy, Iden)]
+pub enum LedgerBlocks {
+    Table,
+    Height,
+    Header,
+    BlockHash,
+    Signature,
+    Leaves,
+}

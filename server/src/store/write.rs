@@ -6,6 +6,11 @@
 //! second sees the first's version. A resource created by PUT claims its `resources` row with
 //! `INSERT … ON CONFLICT DO NOTHING`; a writer that loses that race waits for the winner and
 //! continues as an update. The `(resource_type, id, version)` unique key backs all of this.
+//!
+//! Notarization: every version gets its ledger entry (content hash, actor, time, request
+//! id) in the same transaction, so a write is acknowledged only with its entry and a failed
+//! write leaves none. Entries are plain inserts: no lock beyond the row being written; the
+//! sealer orders them into blocks afterwards.
 
 use sea_query::{Expr, LockType, OnConflict, Query};
 use sea_query_binder::SqlxBinder;
@@ -13,7 +18,7 @@ use serde_json::{Map, Value};
 use sqlx::{Any, Row, Transaction};
 use time::OffsetDateTime;
 
-use super::schema::{ResourceVersions as V, Resources as R};
+use super::schema::{LedgerEntries as E, ResourceVersions as V, Resources as R};
 use super::{micros, query_builder, Backend, StoreError, StoreResult, VersionRecord, WriteMethod};
 
 /// What a delete did.
@@ -35,15 +40,38 @@ struct Head {
     last_updated: i64,
 }
 
+/// Who writes and in which request: recorded in every ledger entry of a transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WriteContext {
+    /// The authenticated actor, or [`WriteContext::ANONYMOUS`].
+    pub actor: String,
+    /// The request id (`X-Request-Id`) of the request that writes.
+    pub request_id: String,
+}
+
+impl WriteContext {
+    /// The actor recorded for writes made without an authenticated identity.
+    pub const ANONYMOUS: &'static str = "anonymous";
+}
+
 /// One open write transaction. Dropping it without [`WriteTx::commit`] rolls back.
 pub struct WriteTx {
     tx: Transaction<'static, Any>,
     backend: Backend,
+    context: WriteContext,
 }
 
 impl WriteTx {
-    pub(super) fn new(tx: Transaction<'static, Any>, backend: Backend) -> Self {
-        WriteTx { tx, backend }
+    pub(super) fn new(
+        tx: Transaction<'static, Any>,
+        backend: Backend,
+        context: WriteContext,
+    ) -> Self {
+        WriteTx {
+            tx,
+            backend,
+            context,
+        }
     }
 
     /// Creates a resource with a new server-assigned id (version 1). Any `id` in the body is
@@ -256,9 +284,19 @@ impl WriteTx {
         previous_last_updated: Option<i64>,
     ) -> StoreResult<VersionRecord> {
         let last_updated = next_last_updated(previous_last_updated)?;
-        let content = resource
+        let stamped = resource
             .map(|r| stamp(r, resource_type, id, version, last_updated))
             .transpose()?;
+        let content_hash = match &stamped {
+            Some(value) => ledger::canonical::content_hash(value).map_err(|e| {
+                StoreError::Corrupt(format!("cannot hash {resource_type}/{id}: {e}"))
+            })?,
+            None => ledger::canonical::tombstone_hash(resource_type, id, version),
+        };
+        let content = stamped
+            .map(|v| serde_json::to_string(&v))
+            .transpose()
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
         let (sql, values) = Query::insert()
             .into_table(V::Table)
             .columns([
@@ -283,8 +321,38 @@ impl WriteTx {
             .fetch_one(&mut *self.tx)
             .await
             .map_err(StoreError::from_sqlx)?;
+        let seq: i64 = row.try_get("seq")?;
+        let (sql, values) = Query::insert()
+            .into_table(E::Table)
+            .columns([
+                E::VersionSeq,
+                E::ResourceType,
+                E::Id,
+                E::Version,
+                E::Operation,
+                E::ContentHash,
+                E::Actor,
+                E::RecordedAt,
+                E::RequestId,
+            ])
+            .values_panic([
+                seq.into(),
+                resource_type.into(),
+                id.into(),
+                version.into(),
+                super::ledger::operation_name(method).into(),
+                hex::encode(content_hash).into(),
+                self.context.actor.as_str().into(),
+                fhir::primitives::format_instant(last_updated).into(),
+                self.context.request_id.as_str().into(),
+            ])
+            .build_any_sqlx(query_builder(self.backend));
+        sqlx::query_with(&sql, values)
+            .execute(&mut *self.tx)
+            .await
+            .map_err(StoreError::from_sqlx)?;
         Ok(VersionRecord {
-            seq: row.try_get("seq")?,
+            seq,
             resource_type: resource_type.to_owned(),
             id: id.to_owned(),
             version,
@@ -314,15 +382,15 @@ fn next_last_updated(previous_micros: Option<i64>) -> StoreResult<OffsetDateTime
     super::from_micros(previous_micros.map_or(now_ms, |p| p.max(now_ms)))
 }
 
-/// Sets `id` and `meta.versionId`/`meta.lastUpdated` and serializes the resource with the
-/// conventional leading order `resourceType`, `id`, `meta`.
+/// Sets `id` and `meta.versionId`/`meta.lastUpdated`, with the conventional leading order
+/// `resourceType`, `id`, `meta` and the client's elements after them in their order.
 fn stamp(
     resource: Value,
     resource_type: &str,
     id: &str,
     version: i64,
     last_updated: OffsetDateTime,
-) -> StoreResult<String> {
+) -> StoreResult<Value> {
     let Value::Object(mut body) = resource else {
         return Err(StoreError::Corrupt(
             "a resource must be a JSON object".into(),
@@ -351,5 +419,5 @@ fn stamp(
     out.insert("id".into(), Value::String(id.to_owned()));
     out.insert("meta".into(), Value::Object(meta));
     out.extend(body);
-    serde_json::to_string(&Value::Object(out)).map_err(|e| StoreError::Corrupt(e.to_string()))
+    Ok(Value::Object(out))
 }

@@ -70,8 +70,13 @@ async fn admin_pool() -> AnyPool {
 }
 
 impl TestServer {
-    /// Starts a server over a fresh database of the given kind.
+    /// Starts a server over a fresh database of the given kind, sealing every 50 ms.
     pub async fn start(db: Db) -> TestServer {
+        Self::start_with(db, true).await
+    }
+
+    /// Starts a server; without `seal`, no sealer runs (entries stay pending).
+    pub async fn start_with(db: Db, seal: bool) -> TestServer {
         let dir = tempfile::tempdir().expect("temp dir");
         let (database_url, pg_database) = match db {
             Db::Sqlite => (
@@ -99,10 +104,24 @@ impl TestServer {
             actix_web::rt::System::new().block_on(async move {
                 let store = Store::open(Some(&url), &data, 8).await.expect("open store");
                 store.migrate().await.expect("migrate");
+                let key = server::notary::key::load_or_create(&data.join("ledger.key"))
+                    .expect("ledger key");
+                let seal_interval = Duration::from_millis(50);
+                let sealer = server::notary::sealer::Sealer {
+                    store: store.clone(),
+                    members: vec![key.public_key()],
+                    key,
+                    interval: seal_interval,
+                    max_entries: 1000,
+                };
+                if seal {
+                    actix_web::rt::spawn(sealer.run());
+                }
                 let state = AppState {
                     store,
                     base_url: None,
                     max_body_bytes: 1024 * 1024,
+                    seal_interval,
                 };
                 let server = server::start(listener, state, 2, Duration::from_secs(5))
                     .expect("start server");
@@ -196,6 +215,64 @@ impl Drop for TestServer {
             })
             .join();
         }
+    }
+}
+
+impl TestServer {
+    /// The node's ledger public key.
+    pub fn public_key(&self) -> [u8; 32] {
+        server::notary::key::load_or_create(&self.data_dir.join("ledger.key"))
+            .expect("ledger key")
+            .public_key()
+    }
+
+    /// Waits until every ledger entry is sealed.
+    pub async fn wait_sealed(&self) {
+        for _ in 0..200 {
+            let res = self
+                .client
+                .get(format!("{}/ledger/head", self.root))
+                .send()
+                .await
+                .expect("head");
+            if res.status() == 200 {
+                let head: serde_json::Value = res.json().await.expect("head JSON");
+                if head["pendingEntries"] == 0 {
+                    return;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("the ledger did not seal within 5 s");
+    }
+
+    /// Runs SQL directly against the server's database, behind the API's back.
+    pub async fn tamper(&self, sql: &str) -> u64 {
+        sqlx::any::install_default_drivers();
+        let pool = sqlx::any::AnyPoolOptions::new()
+            .max_connections(1)
+            .connect(&self.database_url)
+            .await
+            .expect("connect for tampering");
+        let n = sqlx::query(sql)
+            .execute(&pool)
+            .await
+            .expect("tamper")
+            .rows_affected();
+        pool.close().await;
+        n
+    }
+
+    /// Runs `fhir-notary ledger audit` on the server's database: (success, stdout).
+    pub fn audit(&self) -> (bool, String) {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_fhir-notary"))
+            .args(["ledger", "audit", "--database-url", &self.database_url])
+            .output()
+            .expect("run fhir-notary ledger audit");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
     }
 }
 

@@ -8,7 +8,7 @@
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 
-use super::{known_type, parse_resource, write_response};
+use super::{known_type, parse_resource, write_context, write_response};
 use crate::http::error::ApiError;
 use crate::http::negotiate::{self, Params};
 use crate::http::AppState;
@@ -26,7 +26,7 @@ pub async fn create(
     let body = negotiate::read_body(&req, payload, state.max_body_bytes).await?;
     let resource = parse_resource(&body, resource_type)?;
 
-    let mut tx = state.store.begin().await?;
+    let mut tx = state.store.begin(write_context(&req)).await?;
     let record = tx.create(resource_type, resource).await?;
     tx.commit().await?;
 

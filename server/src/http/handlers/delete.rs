@@ -8,7 +8,7 @@
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 
-use super::{known_type, valid_id};
+use super::{known_type, valid_id, write_context};
 use crate::http::error::ApiError;
 use crate::http::negotiate::{self, etag};
 use crate::http::AppState;
@@ -23,7 +23,7 @@ pub async fn delete(
     let (resource_type, id) = (known_type(&path.0)?, valid_id(&path.1)?);
     let if_match = negotiate::if_match(req.headers())?;
 
-    let mut tx = state.store.begin().await?;
+    let mut tx = state.store.begin(write_context(&req)).await?;
     let outcome = tx.delete(resource_type, id, if_match).await?;
     tx.commit().await?;
 

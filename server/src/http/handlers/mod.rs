@@ -4,6 +4,7 @@ mod create;
 mod delete;
 mod health;
 mod history;
+mod ledger;
 mod metadata;
 mod read;
 mod update;
@@ -18,13 +19,38 @@ use super::error::{ApiError, FHIR_JSON};
 use super::negotiate::{self, Format, ReturnPreference};
 use super::response::{base_url, version_body, version_headers, Projection};
 use super::AppState;
-use crate::store::VersionRecord;
+use crate::http::request_id::RequestId;
+use crate::store::{VersionRecord, WriteContext};
+
+/// Who writes, for the ledger entries of this request's writes.
+fn write_context(req: &HttpRequest) -> WriteContext {
+    use actix_web::HttpMessage;
+    let request_id = req
+        .extensions()
+        .get::<RequestId>()
+        .map(|r| r.0.clone())
+        .unwrap_or_default();
+    WriteContext {
+        actor: WriteContext::ANONYMOUS.to_owned(),
+        request_id,
+    }
+}
 
 /// Registers every route. Literal segments (`metadata`, `_history`) come before the
 /// `{type}`/`{id}` patterns they would otherwise match.
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(web::resource("/healthz").route(web::get().to(health::healthz)))
         .service(web::resource("/readyz").route(web::get().to(health::readyz)))
+        .service(
+            web::scope("/ledger")
+                .service(web::resource("/head").route(web::get().to(ledger::head)))
+                .service(web::resource("/blocks").route(web::get().to(ledger::blocks)))
+                .service(web::resource("/blocks/{height}").route(web::get().to(ledger::block)))
+                .service(
+                    web::resource("/proof/{type}/{id}/{version}")
+                        .route(web::get().to(ledger::proof)),
+                ),
+        )
         .service(
             web::scope("/fhir")
                 .service(

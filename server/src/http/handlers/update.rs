@@ -8,7 +8,7 @@ use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::Value;
 
-use super::{known_type, parse_resource, valid_id, write_response};
+use super::{known_type, parse_resource, valid_id, write_context, write_response};
 use crate::http::error::ApiError;
 use crate::http::negotiate::{self, Params};
 use crate::http::AppState;
@@ -40,7 +40,7 @@ pub async fn update(
         }
     }
 
-    let mut tx = state.store.begin().await?;
+    let mut tx = state.store.begin(write_context(&req)).await?;
     let (record, created) = tx.update(resource_type, id, resource, if_match).await?;
     tx.commit().await?;
 

@@ -1,0 +1,477 @@
+//! The ledger's tables: entries written with each version (see [`super::WriteTx`]), blocks
+//! sealed from them, and the reads that proofs and the audit need. Hashing, signing and
+//! verification are the `ledger` crate's; this module only stores and loads what it makes.
+
+use ledger::block::{BlockHeader, NodeKey};
+use ledger::entry::{Entry, Operation};
+use ledger::Hash;
+use sea_query::{Alias, Expr, Order, Query, SelectStatement};
+use sea_query_binder::SqlxBinder;
+use sqlx::any::AnyRow;
+use sqlx::Row;
+
+use super::schema::{LedgerBlocks as B, LedgerEntries as E, ResourceVersions as V};
+use super::{version_from_row, Store, StoreError, StoreResult, VersionRecord, WriteMethod};
+
+/// The stored name of the operation of a write.
+pub(crate) fn operation_name(method: WriteMethod) -> &'static str {
+    match method {
+        WriteMethod::Create => "create",
+        WriteMethod::Update => "update",
+        WriteMethod::Patch => "patch",
+        WriteMethod::Delete => "delete",
+    }
+}
+
+fn operation(name: &str) -> StoreResult<Operation> {
+    Ok(match name {
+        "create" => Operation::Create,
+        "update" => Operation::Update,
+        "patch" => Operation::Patch,
+        "delete" => Operation::Delete,
+        other => {
+            return Err(StoreError::Corrupt(format!(
+                "unknown ledger operation '{other}'"
+            )))
+        }
+    })
+}
+
+/// A sealed block as stored.
+#[derive(Debug, Clone)]
+pub struct StoredBlock {
+    /// The height of the row it is stored at (its header says where it belongs).
+    pub stored_height: u64,
+    /// The header, exactly as signed.
+    pub header: BlockHeader,
+    /// The stored block hash.
+    pub hash: Hash,
+    /// The stored Ed25519 signature over the header.
+    pub signature: [u8; 64],
+    /// The leaf hashes of the block's entries, in leaf order.
+    pub leaves: Vec<Hash>,
+}
+
+/// A ledger entry as stored, with where it was sealed.
+#[derive(Debug, Clone)]
+pub struct StoredEntry {
+    /// Order of insertion; within a block, leaf order.
+    pub entry_seq: i64,
+    /// The `resource_versions.seq` it notarizes.
+    pub version_seq: i64,
+    /// The entry itself.
+    pub entry: Entry,
+    /// The block it was sealed into, if sealed.
+    pub block_height: Option<u64>,
+}
+
+/// A version with the entry that notarizes it, or an entry whose version is gone: one row
+/// of the audit's walk.
+#[derive(Debug, Clone)]
+pub struct AuditRow {
+    /// The version, if it exists.
+    pub version: Option<VersionRecord>,
+    /// Its entry, if it exists.
+    pub entry: Option<StoredEntry>,
+}
+
+fn hash_from_hex(raw: &str, what: &str) -> StoreResult<Hash> {
+    let mut out = [0u8; 32];
+    hex::decode_to_slice(raw, &mut out)
+        .map_err(|e| StoreError::Corrupt(format!("{what} is not 32 hex bytes: {e}")))?;
+    Ok(out)
+}
+
+fn entry_columns(select: &mut SelectStatement) -> &mut SelectStatement {
+    select.columns(ENTRY_COLUMNS.map(|c| (E::Table, c)))
+}
+
+fn entry_from_row(row: &AnyRow, prefix: &str) -> StoreResult<StoredEntry> {
+    let col = |name: &str| format!("{prefix}{name}");
+    let height: Option<i64> = row.try_get(col("block_height").as_str())?;
+    Ok(StoredEntry {
+        entry_seq: row.try_get(col("entry_seq").as_str())?,
+        version_seq: row.try_get(col("version_seq").as_str())?,
+        entry: Entry {
+            resource_type: row.try_get(col("resource_type").as_str())?,
+            id: row.try_get(col("id").as_str())?,
+            version: row.try_get(col("version").as_str())?,
+            operation: operation(&row.try_get::<String, _>(col("operation").as_str())?)?,
+            content_hash: hash_from_hex(
+                &row.try_get::<String, _>(col("content_hash").as_str())?,
+                "content_hash",
+            )?,
+            actor: row.try_get(col("actor").as_str())?,
+            recorded_at: row.try_get(col("recorded_at").as_str())?,
+            request_id: row.try_get(col("request_id").as_str())?,
+        },
+        block_height: height.map(|h| u64::try_from(h).unwrap_or_default()),
+    })
+}
+
+fn block_from_row(row: &AnyRow) -> StoreResult<StoredBlock> {
+    let height: i64 = row.try_get("height")?;
+    let header: BlockHeader =
+        serde_json::from_str(&row.try_get::<String, _>("header")?).map_err(|e| {
+            StoreError::Corrupt(format!("header of block {height} does not parse: {e}"))
+        })?;
+    let mut signature = [0u8; 64];
+    hex::decode_to_slice(row.try_get::<String, _>("signature")?, &mut signature).map_err(|e| {
+        StoreError::Corrupt(format!(
+            "signature of block {height} is not 64 hex bytes: {e}"
+        ))
+    })?;
+    let leaves_hex: String = row.try_get("leaves")?;
+    if leaves_hex.len() % 64 != 0 {
+        return Err(StoreError::Corrupt(format!(
+            "leaves of block {height} are not whole hashes"
+        )));
+    }
+    let leaves = (0..leaves_hex.len() / 64)
+        .map(|i| hash_from_hex(&leaves_hex[i * 64..(i + 1) * 64], "a leaf hash"))
+        .collect::<StoreResult<Vec<_>>>()?;
+    Ok(StoredBlock {
+        stored_height: u64::try_from(height).unwrap_or_default(),
+        header,
+        hash: hash_from_hex(&row.try_get::<String, _>("block_hash")?, "block_hash")?,
+        signature,
+        leaves,
+    })
+}
+
+fn select_blocks() -> SelectStatement {
+    Query::select()
+        .columns([B::Height, B::Header, B::BlockHash, B::Signature, B::Leaves])
+        .from(B::Table)
+        .take()
+}
+
+impl Store {
+    /// The newest sealed block (the genesis block right after the first seal).
+    pub async fn ledger_head(&self) -> StoreResult<Option<StoredBlock>> {
+        let (sql, values) = select_blocks()
+            .order_by(B::Height, Order::Desc)
+            .limit(1)
+            .build_any_sqlx(self.builder());
+        let row = sqlx::query_with(&sql, values)
+            .fetch_optional(&self.read)
+            .await?;
+        row.as_ref().map(block_from_row).transpose()
+    }
+
+    /// Blocks with heights in `[from, to]`, ascending, at most `limit` of them.
+    pub async fn ledger_blocks(
+        &self,
+        from: u64,
+        to: u64,
+        limit: u64,
+    ) -> StoreResult<Vec<StoredBlock>> {
+        let (sql, values) = select_blocks()
+            .and_where(Expr::col(B::Height).gte(i64::try_from(from).unwrap_or(i64::MAX)))
+            .and_where(Expr::col(B::Height).lte(i64::try_from(to).unwrap_or(i64::MAX)))
+            .order_by(B::Height, Order::Asc)
+            .limit(limit)
+            .build_any_sqlx(self.builder());
+        let rows = sqlx::query_with(&sql, values).fetch_all(&self.read).await?;
+        rows.iter().map(block_from_row).collect()
+    }
+
+    /// Number of entries not sealed yet.
+    pub async fn ledger_pending(&self) -> StoreResult<u64> {
+        let (sql, values) = Query::select()
+            .expr_as(Expr::col(E::EntrySeq).count(), Alias::new("n"))
+            .from(E::Table)
+            .and_where(Expr::col(E::BlockHeight).is_null())
+            .build_any_sqlx(self.builder());
+        let row = sqlx::query_with(&sql, values).fetch_one(&self.read).await?;
+        Ok(u64::try_from(row.try_get::<i64, _>("n")?).unwrap_or(0))
+    }
+
+    /// The entry notarizing one version.
+    pub async fn ledger_entry(
+        &self,
+        resource_type: &str,
+        id: &str,
+        version: i64,
+    ) -> StoreResult<Option<StoredEntry>> {
+        let (sql, values) = entry_columns(&mut Query::select())
+            .from(E::Table)
+            .and_where(Expr::col(E::ResourceType).eq(resource_type))
+            .and_where(Expr::col(E::Id).eq(id))
+            .and_where(Expr::col(E::Version).eq(version))
+            .build_any_sqlx(self.builder());
+        let row = sqlx::query_with(&sql, values)
+            .fetch_optional(&self.read)
+            .await?;
+        row.as_ref().map(|r| entry_from_row(r, "")).transpose()
+    }
+
+    /// The entries sealed into a block, in leaf order.
+    pub async fn ledger_block_entries(&self, height: u64) -> StoreResult<Vec<StoredEntry>> {
+        let (sql, values) = entry_columns(&mut Query::select())
+            .from(E::Table)
+            .and_where(Expr::col(E::BlockHeight).eq(i64::try_from(height).unwrap_or(i64::MAX)))
+            .order_by(E::EntrySeq, Order::Asc)
+            .build_any_sqlx(self.builder());
+        let rows = sqlx::query_with(&sql, values).fetch_all(&self.read).await?;
+        rows.iter().map(|r| entry_from_row(r, "")).collect()
+    }
+
+    /// Seals up to `max_entries` unsealed entries into the next block, signed with `key`,
+    /// creating the genesis block (listing `members`, which must include `key`) first when
+    /// the ledger is empty. Returns the new block's header, or `None` when nothing waited.
+    ///
+    /// Callers make sure one sealer runs at a time; the block height's primary key and the
+    /// `block_height IS NULL` guard make a second one fail rather than fork or double-seal.
+    pub async fn seal_block(
+        &self,
+        key: &NodeKey,
+        members: &[[u8; 32]],
+        max_entries: u64,
+        sealed_at: String,
+    ) -> StoreResult<Option<BlockHeader>> {
+        let mut tx = self.write.begin().await.map_err(StoreError::from_sqlx)?;
+        let (sql, values) = select_blocks()
+            .order_by(B::Height, Order::Desc)
+            .limit(1)
+            .build_any_sqlx(self.builder());
+        let head = sqlx::query_with(&sql, values)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(StoreError::from_sqlx)?;
+        let mut head = head
+            .as_ref()
+            .map(block_from_row)
+            .transpose()?
+            .map(|b| b.header);
+        let mut sealed = None;
+        if head.is_none() {
+            let (genesis, signature) =
+                ledger::block::genesis(key, members.to_vec(), sealed_at.clone());
+            self.insert_block(&mut tx, &genesis, &signature, &[])
+                .await?;
+            head = Some(genesis.clone());
+            sealed = Some(genesis);
+        }
+        let Some(prev) = head else {
+            return Err(StoreError::Corrupt("no head block after genesis".into()));
+        };
+
+        let (sql, values) = entry_columns(&mut Query::select())
+            .from(E::Table)
+            .and_where(Expr::col(E::BlockHeight).is_null())
+            .order_by(E::EntrySeq, Order::Asc)
+            .limit(max_entries)
+            .build_any_sqlx(self.builder());
+        let rows = sqlx::query_with(&sql, values)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(StoreError::from_sqlx)?;
+        if !rows.is_empty() {
+            let stored = rows
+                .iter()
+                .map(|r| entry_from_row(r, ""))
+                .collect::<StoreResult<Vec<_>>>()?;
+            let entries: Vec<Entry> = stored.iter().map(|s| s.entry.clone()).collect();
+            let leaves: Vec<Hash> = entries.iter().map(Entry::leaf_hash).collect();
+            let (header, signature) = ledger::block::seal(key, &prev, &entries, sealed_at);
+            self.insert_block(&mut tx, &header, &signature, &leaves)
+                .await?;
+            let height = i64::try_from(header.height).unwrap_or(i64::MAX);
+            let mut marked = 0;
+            for chunk in stored.chunks(500) {
+                let (sql, values) = Query::update()
+                    .table(E::Table)
+                    .value(E::BlockHeight, height)
+                    .and_where(Expr::col(E::EntrySeq).is_in(chunk.iter().map(|s| s.entry_seq)))
+                    .and_where(Expr::col(E::BlockHeight).is_null())
+                    .build_any_sqlx(self.builder());
+                marked += sqlx::query_with(&sql, values)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(StoreError::from_sqlx)?
+                    .rows_affected();
+            }
+            if marked != stored.len() as u64 {
+                return Err(StoreError::Conflict(
+                    "another sealer sealed some of these entries".into(),
+                ));
+            }
+            sealed = Some(header);
+        }
+        tx.commit().await.map_err(StoreError::from_sqlx)?;
+        Ok(sealed)
+    }
+
+    async fn insert_block(
+        &self,
+        tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+        header: &BlockHeader,
+        signature: &[u8; 64],
+        leaves: &[Hash],
+    ) -> StoreResult<()> {
+        let header_json =
+            serde_json::to_string(header).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let (sql, values) = Query::insert()
+            .into_table(B::Table)
+            .columns([B::Height, B::Header, B::BlockHash, B::Signature, B::Leaves])
+            .values_panic([
+                i64::try_from(header.height).unwrap_or(i64::MAX).into(),
+                header_json.into(),
+                hex::encode(header.hash()).into(),
+                hex::encode(signature).into(),
+                leaves.iter().map(hex::encode).collect::<String>().into(),
+            ])
+            .build_any_sqlx(self.builder());
+        sqlx::query_with(&sql, values)
+            .execute(&mut **tx)
+            .await
+            .map_err(StoreError::from_sqlx)?;
+        Ok(())
+    }
+
+    /// Up to `limit` versions with `seq > after`, in `seq` order, each with its entry (if
+    /// any): the audit's walk over every stored version.
+    pub async fn audit_versions(&self, after: i64, limit: u64) -> StoreResult<Vec<AuditRow>> {
+        let mut select = super::select_versions();
+        for column in ENTRY_COLUMNS {
+            select.expr_as(
+                Expr::col((E::Table, column)),
+                Alias::new(format!("e_{}", sea_query::Iden::to_string(&column))),
+            );
+        }
+        let (sql, values) = select
+            .left_join(
+                E::Table,
+                Expr::col((E::Table, E::VersionSeq)).equals((V::Table, V::Seq)),
+            )
+            .and_where(Expr::col((V::Table, V::Seq)).gt(after))
+            .order_by((V::Table, V::Seq), Order::Asc)
+            .limit(limit)
+            .build_any_sqlx(self.builder());
+        let rows = sqlx::query_with(&sql, values).fetch_all(&self.read).await?;
+        rows.iter()
+            .map(|row| {
+                let has_entry = row.try_get::<Option<i64>, _>("e_entry_seq")?.is_some();
+                Ok(AuditRow {
+                    version: Some(version_from_row(row)?),
+                    entry: if has_entry {
+                        Some(entry_from_row(row, "e_")?)
+                    } else {
+                        None
+                    },
+                })
+            })
+            .collect()
+    }
+
+    /// Entries whose version no longer exists (a history row deleted behind the API's back).
+    pub async fn audit_orphan_entries(&self) -> StoreResult<Vec<AuditRow>> {
+        let (sql, values) = entry_columns(&mut Query::select())
+            .from(E::Table)
+            .and_where(
+                Expr::exists(
+                    Query::select()
+                        .expr(Expr::val(1))
+                        .from(V::Table)
+                        .and_where(Expr::col((V::Table, V::Seq)).equals((E::Table, E::VersionSeq)))
+                        .take(),
+                )
+                .not(),
+            )
+            .order_by(E::EntrySeq, Order::Asc)
+            .build_any_sqlx(self.builder());
+        let rows = sqlx::query_with(&sql, values).fetch_all(&self.read).await?;
+        rows.iter()
+            .map(|row| {
+                Ok(AuditRow {
+                    version: None,
+                    entry: Some(entry_from_row(row, "")?),
+                })
+            })
+            .collect()
+    }
+
+    /// Number of stored versions (for the audit's progress).
+    pub async fn version_count(&self) -> StoreResult<u64> {
+        let (sql, values) = Query::select()
+            .expr_as(Expr::col(V::Seq).count(), Alias::new("n"))
+            .from(V::Table)
+            .build_any_sqlx(self.builder());
+        let row = sqlx::query_with(&sql, values).fetch_one(&self.read).await?;
+        Ok(u64::try_from(row.try_get::<i64, _>("n")?).unwrap_or(0))
+    }
+}
+
+const ENTRY_COLUMNS: [E; 11] = [
+    E::EntrySeq,
+    E::VersionSeq,
+    E::ResourceType,
+    E::Id,
+    E::Version,
+    E::Operation,
+    E::ContentHash,
+    E::Actor,
+    E::RecordedAt,
+    E::RequestId,
+    E::BlockHeight,
+];
+
+/// The right to seal, held while it lives. On PostgreSQL it is a session advisory lock on a
+/// connection of its own, so several server processes on one database elect one sealer and
+/// the lock passes to another when the holder dies (its session ends). SQLite is one
+/// process's file, whose single writer connection already serializes sealing.
+pub struct SealerLock {
+    connection: Option<sqlx::AnyConnection>,
+}
+
+/// Advisory lock key: "FHIRNOTA" read as a big-endian integer.
+const SEALER_LOCK_KEY: i64 = 0x4648_4952_4e4f_5441;
+
+impl Store {
+    /// Tries to become the sealer; `None` when another process is.
+    pub async fn try_sealer_lock(&self) -> StoreResult<Option<SealerLock>> {
+        if self.backend == super::Backend::Sqlite {
+            return Ok(Some(SealerLock { connection: None }));
+        }
+        let mut connection = self.write.acquire().await?.detach();
+        let row = sqlx::query(&format!(
+            "SELECT pg_try_advisory_lock({SEALER_LOCK_KEY}) AS locked"
+        ))
+        .fetch_one(&mut connection)
+        .await?;
+        if row.try_get::<bool, _>("locked")? {
+            Ok(Some(SealerLock {
+                connection: Some(connection),
+            }))
+        } else {
+            use sqlx::Connection;
+            let _ = connection.close().await;
+            Ok(None)
+        }
+    }
+}
+
+impl SealerLock {
+    /// Whether the lock is still held (its session is alive).
+    pub async fn is_held(&mut self) -> bool {
+        match &mut self.connection {
+            None => true,
+            Some(conn) => sqlx::query("SELECT 1").execute(conn).await.is_ok(),
+        }
+    }
+}
+
+impl Store {
+    /// The leaf index of a sealed entry in its block: its rank by `entry_seq`.
+    pub async fn ledger_leaf_index(&self, height: u64, entry_seq: i64) -> StoreResult<u64> {
+        let (sql, values) = Query::select()
+            .expr_as(Expr::col(E::EntrySeq).count(), Alias::new("n"))
+            .from(E::Table)
+            .and_where(Expr::col(E::BlockHeight).eq(i64::try_from(height).unwrap_or(i64::MAX)))
+            .and_where(Expr::col(E::EntrySeq).lt(entry_seq))
+            .build_any_sqlx(self.builder());
+        let row = sqlx::query_with(&sql, values).fetch_one(&self.read).await?;
+        Ok(u64::try_from(row.try_get::<i64, _>("n")?).unwrap_or(0))
+    }
+}
