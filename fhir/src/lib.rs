@@ -9,9 +9,11 @@
 //! - [`primitives`]: lexical checks of primitive types and date/time conversions.
 //! - [`summary`]: `_summary` and `_elements` projections of a resource.
 //! - [`outcome`]: OperationOutcome and its issue codes.
+//! - [`fhirpath`]: a compact FHIRPath evaluator for the subset the search parameters use.
 #![warn(missing_docs)]
 
 pub mod definitions;
+pub mod fhirpath;
 pub mod outcome;
 pub mod primitives;
 pub mod summary;
