@@ -55,13 +55,40 @@ pub async fn audit(
         let rows = store.audit_versions(after, BATCH).await?;
         let Some(last) = rows.last() else { break };
         after = last.version.as_ref().map_or(after, |v| v.seq);
-        for row in rows {
-            let Some(version) = row.version else { continue };
-            report.versions += 1;
-            check_version(&version, row.entry.as_ref(), &mut report);
-            if progress_every > 0 && report.versions % progress_every == 0 {
-                progress(report.versions, total);
-            }
+        // Hashing dominates the audit: spread each batch over the cores.
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let chunk = rows.len().div_ceil(threads).max(1);
+        let findings: Vec<Vec<Finding>> = std::thread::scope(|scope| {
+            let workers: Vec<_> = rows
+                .chunks(chunk)
+                .map(|part| {
+                    scope.spawn(move || {
+                        let mut found = Vec::new();
+                        for row in part {
+                            if let Some(version) = &row.version {
+                                check_version(version, row.entry.as_ref(), &mut found);
+                            }
+                        }
+                        found
+                    })
+                })
+                .collect();
+            workers
+                .into_iter()
+                .map(|w| {
+                    w.join().unwrap_or_else(|_| {
+                        vec![Finding(
+                            "an audit worker failed; this batch is unchecked".into(),
+                        )]
+                    })
+                })
+                .collect()
+        });
+        report.findings.extend(findings.into_iter().flatten());
+        let before = report.versions;
+        report.versions += rows.iter().filter(|r| r.version.is_some()).count() as u64;
+        if progress_every > 0 && report.versions / progress_every > before / progress_every {
+            progress(report.versions, total);
         }
     }
     for orphan in store.audit_orphan_entries().await? {
@@ -181,13 +208,19 @@ fn check_block_entries(block: &StoredBlock, entries: &[StoredEntry], report: &mu
     }
 }
 
-fn check_version(version: &VersionRecord, entry: Option<&StoredEntry>, report: &mut AuditReport) {
-    let name = format!(
-        "{} version {}",
-        resource(&version.resource_type, &version.id),
-        version.version
-    );
-    let mut finding = |m: String| report.findings.push(Finding(format!("{name}: {m}")));
+fn check_version(
+    version: &VersionRecord,
+    entry: Option<&StoredEntry>,
+    findings: &mut Vec<Finding>,
+) {
+    let name = || {
+        format!(
+            "{} version {}",
+            resource(&version.resource_type, &version.id),
+            version.version
+        )
+    };
+    let mut finding = |m: String| findings.push(Finding(format!("{}: {m}", name())));
     let Some(stored) = entry else {
         finding("has no ledger entry (inserted behind the API's back?)".into());
         return;
