@@ -10,11 +10,13 @@
 //! - [`summary`]: `_summary` and `_elements` projections of a resource.
 //! - [`outcome`]: OperationOutcome and its issue codes.
 //! - [`fhirpath`]: a compact FHIRPath evaluator for the subset the search parameters use.
+//! - [`search`]: the R4 search parameters and the index values extracted from a resource.
 #![warn(missing_docs)]
 
 pub mod definitions;
 pub mod fhirpath;
 pub mod outcome;
 pub mod primitives;
+pub mod search;
 pub mod summary;
 pub mod validate;
