@@ -526,15 +526,18 @@ fn compare(op: BinOp, a: &Item<'_>, b: &Item<'_>) -> Option<bool> {
     })
 }
 
-/// The resource type a literal reference names: `Patient/1`, `Patient/1/_history/2`, or an
-/// absolute URL whose last segments are `Type/id` (optionally with `_history/v`). None for
-/// `urn:uuid:`, conditional and other forms.
+/// The resource type a literal reference names: `Patient/1`, `Patient/1/_history/2`, an
+/// absolute URL whose last segments are `Type/id` (optionally with `_history/v`), or a
+/// conditional reference `Patient?identifier=…` (as in transaction Bundles). None for
+/// `urn:uuid:` and other forms.
 pub fn reference_type<'r>(defs: &Definitions, reference: &'r str) -> Option<&'r str> {
-    let path = reference.split(['?', '#']).next()?;
-    if path.len() != reference.len() {
+    if let Some((ty, _query)) = reference.split_once('?') {
+        return defs.is_resource_type(ty).then_some(ty);
+    }
+    if reference.contains('#') {
         return None;
     }
-    let mut segments: Vec<&str> = path.rsplit('/').take(4).collect();
+    let mut segments: Vec<&str> = reference.rsplit('/').take(4).collect();
     if segments.len() >= 4 && segments[1] == "_history" {
         segments.drain(..2);
     }
@@ -701,7 +704,8 @@ mod tests {
             ("Patient/1/_history/2", Some("Patient")),
             ("https://h/fhir/Patient/1", Some("Patient")),
             ("https://h/fhir/Patient/1/_history/2", Some("Patient")),
-            ("Patient?identifier=x|1", None),
+            ("Patient?identifier=x|1", Some("Patient")),
+            ("Nothing?identifier=x|1", None),
             ("urn:uuid:1", None),
             ("Nothing/1", None),
             ("Patient/", None),

@@ -18,8 +18,9 @@
 //! # Semantics worth knowing
 //! - `resolve()` reads no other resource: it yields only the *type* of the target, from a
 //!   `Type/id` reference, an absolute URL ending in `Type/id[/_history/v]`, or the contained
-//!   resource of a `#id` reference. So `subject.where(resolve() is Patient)` keeps Patient
-//!   references and drops `urn:uuid:` and conditional ones (resolved before storage anyway).
+//!   resource of a `#id` reference, or a conditional `Type?…`. So
+//!   `subject.where(resolve() is Patient)` keeps Patient references and drops `urn:uuid:`
+//!   ones (which a transaction rewrites before storage).
 //! - `x as T` on a collection filters like `ofType(T)` (that is what R4 expressions mean).
 //! - A leading capital in a type name is ignored (`ofType(DateTime)` is `dateTime`), and
 //!   profiles of Quantity (`Age`, `Duration`, …) and of string/uri/integer are subtypes.

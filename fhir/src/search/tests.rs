@@ -305,7 +305,7 @@ fn extracts_references_of_every_form() {
             r(None, None, None, Some("urn:uuid:0a")),
         ]
     );
-    // `practitioner` keeps only references whose type is Practitioner.
+    // `practitioner` keeps only references whose type is Practitioner (conditional too).
     let practitioner = reg.param("Encounter", "practitioner").unwrap();
     let ids: Vec<_> = extract_param(practitioner, &enc)
         .unwrap()
@@ -315,7 +315,7 @@ fn extracts_references_of_every_form() {
             _ => unreachable!(),
         })
         .collect();
-    assert_eq!(ids, [Some("7".to_owned()), Some("p1".to_owned())]);
+    assert_eq!(ids, [Some("7".to_owned()), Some("p1".to_owned()), None]);
 
     let bundle = json!({"resourceType": "Bundle", "type": "document",
         "entry": [{"resource": {"resourceType": "Composition", "id": "c1"}}]});
