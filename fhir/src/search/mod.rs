@@ -23,6 +23,12 @@
 //! `Group.characteristic-value`. [`coverage`] computes the numbers; the test
 //! `search::tests::coverage_report` prints them, per resource type, with the reasons.
 //!
+//! # Speed
+//! Over the Synthea fixture (release build, one core of the 2-core dev machine): 15.7 µs per
+//! resource on average (Observation 17 µs, Patient 8 µs, Encounter 7 µs), ~64,000
+//! resources/s; building the registry takes ~45 ms once per process. Measured by
+//! `cargo test -p notary-fhir --release --test search_extract -- --ignored --nocapture`.
+//!
 //! # Value semantics
 //! - string: HumanName and Address expand to their parts; values are kept as written and
 //!   [`normalize`]d (lower case, accents folded via Unicode NFD).
