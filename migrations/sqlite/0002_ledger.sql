@@ -9,12 +9,11 @@ CREATE TABLE ledger_entries (
     actor         TEXT    NOT NULL,
     recorded_at   TEXT    NOT NULL,
     request_id    TEXT    NOT NULL,
-    block_height  INTEGER,
-    UNIQUE (resource_type, id, version)
+    block_height  INTEGER
 );
 
 CREATE INDEX ledger_entries_unsealed ON ledger_entries (entry_seq) WHERE block_height IS NULL;
-CREATE INDEX ledger_entries_block ON ledger_entries (block_height, entry_seq);
+CREATE INDEX ledger_entries_block ON ledger_entries (block_height, entry_seq) WHERE block_height IS NOT NULL;
 
 CREATE TABLE ledger_blocks (
     height      INTEGER PRIMARY KEY,

@@ -194,11 +194,17 @@ impl Store {
         id: &str,
         version: i64,
     ) -> StoreResult<Option<StoredEntry>> {
+        // Found through the version's unique key, so the entries table needs no index of
+        // its own on (type, id, version) on the write path.
         let (sql, values) = entry_columns(&mut Query::select())
             .from(E::Table)
-            .and_where(Expr::col(E::ResourceType).eq(resource_type))
-            .and_where(Expr::col(E::Id).eq(id))
-            .and_where(Expr::col(E::Version).eq(version))
+            .inner_join(
+                V::Table,
+                Expr::col((V::Table, V::Seq)).equals((E::Table, E::VersionSeq)),
+            )
+            .and_where(Expr::col((V::Table, V::ResourceType)).eq(resource_type))
+            .and_where(Expr::col((V::Table, V::Id)).eq(id))
+            .and_where(Expr::col((V::Table, V::Version)).eq(version))
             .build_any_sqlx(self.builder());
         let row = sqlx::query_with(&sql, values)
             .fetch_optional(&self.read)
