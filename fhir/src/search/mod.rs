@@ -51,6 +51,7 @@
 
 pub mod extract;
 pub mod registry;
+pub mod request;
 pub mod text;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -60,6 +61,11 @@ pub use extract::{
     IndexEntry, IndexValue, QuantityValue, ReferenceValue, StringValue, TokenValue,
 };
 pub use registry::{r4_search, Component, ParamType, RegistryError, SearchParam, SearchRegistry};
+pub use request::{
+    parse_search, Criterion, DateSearch, Include, Match, Modifier, NumberSearch, Param, Prefix,
+    QuantitySearch, ReferenceSearch, SearchError, SearchErrorKind, SearchRequest, SearchValue,
+    SortKey, Summary, SystemFilter, TokenSearch, TotalMode,
+};
 pub use text::normalize;
 
 /// Supported of total.
