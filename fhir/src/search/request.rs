@@ -162,7 +162,7 @@ pub struct Match {
     pub param: Param,
     /// Its modifier. Most are already reflected in the values (`:exact` keeps the text as
     /// written, `:text` gives [`TokenSearch::Text`], `:Type` fills
-    /// [`ReferenceSearch::Local::target_type`]); the SQL must still act on
+    /// `ReferenceSearch::Local::target_type`); the SQL must still act on
     /// [`Modifier::Not`] (no value matches any of the values), [`Modifier::Contains`]
     /// (substring instead of prefix) and [`Modifier::Below`] / [`Modifier::Above`] (uri).
     pub modifier: Option<Modifier>,
@@ -681,7 +681,7 @@ impl<'a> Parser<'a> {
                 }
                 self.req.elements = Some(names);
             }
-            "_sort" => return self.sort(value).map(Some),
+            "_sort" => return self.sort(value),
             // The server renders these; they are understood, so they stay in `self`.
             "_format" | "_pretty" => {}
             "_include" | "_revinclude" => {
@@ -957,7 +957,8 @@ impl<'a> Parser<'a> {
         Ok(SearchValue::Composite(values))
     }
 
-    fn sort(&mut self, value: &str) -> Result<String, Kind> {
+    /// `_sort`; in lenient mode unknown keys go to `ignored` and the rest is applied.
+    fn sort(&mut self, value: &str) -> Result<Option<String>, Kind> {
         let mut kept = Vec::new();
         for key in value.split(',') {
             let (code, descending) = match key.strip_prefix('-') {
@@ -990,12 +991,8 @@ impl<'a> Parser<'a> {
             });
             kept.push(key);
         }
-        if kept.is_empty() {
-            // Nothing understood: `_sort` is left out of `self` (its keys are in `ignored`).
-            self.seen.remove("_sort");
-            return Err(Kind::UnknownParameter("no known sort key".into()));
-        }
-        Ok(kept.join(","))
+        // Nothing understood: `_sort` is left out of `self`; its keys are in `ignored`.
+        Ok((!kept.is_empty()).then(|| kept.join(",")))
     }
 
     fn include(&self, iterate: bool, value: &str) -> Result<Include, Kind> {
