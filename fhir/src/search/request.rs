@@ -733,10 +733,16 @@ impl<'a> Parser<'a> {
         }
         match found {
             Some(p) if lacking.is_empty() => Ok(p),
-            _ if types.len() == 1 => Err(Kind::UnknownParameter(format!(
-                "`{code}` is not a search parameter of {}",
-                types[0]
-            ))),
+            _ if types.len() == 1 => Err(Kind::UnknownParameter(
+                match self
+                    .registry
+                    .param(types[0], code)
+                    .and_then(|p| p.unsupported.as_ref())
+                {
+                    Some(why) => format!("`{code}` is not supported on {} ({why})", types[0]),
+                    None => format!("`{code}` is not a search parameter of {}", types[0]),
+                },
+            )),
             None => Err(Kind::UnknownParameter(format!(
                 "`{code}` is not a search parameter of the types searched"
             ))),

@@ -1050,7 +1050,7 @@ fn strict_and_lenient_handling() {
             why(
                 "_text",
                 "cancer",
-                "`_text` is not a search parameter of Patient"
+                "`_text` is not supported on Patient (the definition has no expression)"
             ),
             why("birthdate", "", "empty value"),
         ]
