@@ -5,7 +5,7 @@
 use ledger::block::{BlockHeader, NodeKey};
 use ledger::entry::{Entry, Operation};
 use ledger::Hash;
-use sea_query::{Alias, Expr, Order, Query, SelectStatement};
+use sea_query::{Alias, Condition, Expr, Order, Query, SelectStatement};
 use sea_query_binder::SqlxBinder;
 use sqlx::any::AnyRow;
 use sqlx::Row;
@@ -347,9 +347,13 @@ impl Store {
             );
         }
         let (sql, values) = select
+            // The bound on the entries' side too lets PostgreSQL's merge join start both
+            // index scans at `after` instead of rescanning the entries from the start.
             .left_join(
                 E::Table,
-                Expr::col((E::Table, E::VersionSeq)).equals((V::Table, V::Seq)),
+                Condition::all()
+                    .add(Expr::col((E::Table, E::VersionSeq)).equals((V::Table, V::Seq)))
+                    .add(Expr::col((E::Table, E::VersionSeq)).gt(after)),
             )
             .and_where(Expr::col((V::Table, V::Seq)).gt(after))
             .order_by((V::Table, V::Seq), Order::Asc)
