@@ -103,25 +103,15 @@ impl WriteTx {
                 None,
             )
             .await?;
-        let (sql, values) = Query::insert()
-            .into_table(R::Table)
-            .columns([
-                R::ResourceType,
-                R::Id,
-                R::Version,
-                R::Deleted,
-                R::LastUpdated,
-                R::Seq,
-            ])
-            .values_panic([
-                resource_type.into(),
-                id.into(),
-                1i64.into(),
-                0i64.into(),
-                micros(record.last_updated).into(),
-                record.seq.into(),
-            ])
-            .build_any_sqlx(query_builder(self.backend));
+        let (sql, values) = resources_row(
+            resource_type,
+            &id,
+            1,
+            false,
+            micros(record.last_updated),
+            record.seq,
+        )
+        .build_any_sqlx(query_builder(self.backend));
         sqlx::query_with(&sql, values)
             .execute(&mut *self.tx)
             .await
@@ -221,24 +211,7 @@ impl WriteTx {
         if let Some(head) = self.lock_current(resource_type, id).await? {
             return Ok(Some(head));
         }
-        let (sql, values) = Query::insert()
-            .into_table(R::Table)
-            .columns([
-                R::ResourceType,
-                R::Id,
-                R::Version,
-                R::Deleted,
-                R::LastUpdated,
-                R::Seq,
-            ])
-            .values_panic([
-                resource_type.into(),
-                id.into(),
-                0i64.into(),
-                1i64.into(),
-                0i64.into(),
-                0i64.into(),
-            ])
+        let (sql, values) = resources_row(resource_type, id, 0, true, 0, 0)
             .on_conflict(
                 OnConflict::columns([R::ResourceType, R::Id])
                     .do_nothing()
@@ -397,6 +370,36 @@ impl WriteTx {
             content,
         })
     }
+}
+
+/// `INSERT INTO resources …` for one current-version pointer.
+fn resources_row(
+    resource_type: &str,
+    id: &str,
+    version: i64,
+    deleted: bool,
+    last_updated: i64,
+    seq: i64,
+) -> sea_query::InsertStatement {
+    Query::insert()
+        .into_table(R::Table)
+        .columns([
+            R::ResourceType,
+            R::Id,
+            R::Version,
+            R::Deleted,
+            R::LastUpdated,
+            R::Seq,
+        ])
+        .values_panic([
+            resource_type.into(),
+            id.into(),
+            version.into(),
+            i64::from(deleted).into(),
+            last_updated.into(),
+            seq.into(),
+        ])
+        .to_owned()
 }
 
 fn check_precondition(head: Option<Head>, if_match: Option<i64>) -> StoreResult<()> {

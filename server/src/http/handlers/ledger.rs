@@ -9,7 +9,7 @@
 //!   notarized, verifiable offline (`fhir-notary ledger verify-proof`). A version whose block
 //!   is not sealed yet answers 202 with `Retry-After`.
 
-use actix_web::http::header;
+use actix_web::http::{header, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse};
 use fhir::outcome::{Issue, IssueType, OperationOutcome};
 use serde_json::{json, Value};
@@ -38,21 +38,27 @@ fn retry_after(state: &AppState) -> String {
     state.seal_interval.as_secs().max(1).to_string()
 }
 
+/// An OperationOutcome answer telling the client when to ask again.
+fn come_back_later(status: StatusCode, issue: Issue, state: &AppState) -> HttpResponse {
+    let mut res = outcome_response(status, &OperationOutcome::single(issue));
+    if let Ok(v) = header::HeaderValue::from_str(&retry_after(state)) {
+        res.headers_mut().insert(header::RETRY_AFTER, v);
+    }
+    res
+}
+
 /// `GET /ledger/head`.
 pub async fn head(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let pending = state.store.ledger_pending().await?;
     let Some(block) = state.store.ledger_head().await? else {
-        let mut res = outcome_response(
-            actix_web::http::StatusCode::SERVICE_UNAVAILABLE,
-            &OperationOutcome::single(Issue::error(
+        return Ok(come_back_later(
+            StatusCode::SERVICE_UNAVAILABLE,
+            Issue::error(
                 IssueType::Transient,
                 "the ledger has no block yet; the sealer creates the genesis block at start",
-            )),
-        );
-        if let Ok(v) = header::HeaderValue::from_str(&retry_after(&state)) {
-            res.headers_mut().insert(header::RETRY_AFTER, v);
-        }
-        return Ok(res);
+            ),
+            &state,
+        ));
     };
     Ok(HttpResponse::Ok().json(json!({
         "height": block.header.height,
@@ -145,17 +151,17 @@ pub async fn proof(
             ))
         })?;
     let Some(height) = stored.block_height else {
-        let mut res = outcome_response(
-            actix_web::http::StatusCode::ACCEPTED,
-            &OperationOutcome::single(Issue::information(
+        return Ok(come_back_later(
+            StatusCode::ACCEPTED,
+            Issue::information(
                 IssueType::Informational,
-                format!("{resource_type}/{id} version {version} is notarized but its block is not sealed yet; retry after {} s", retry_after(&state)),
-            )),
-        );
-        if let Ok(v) = header::HeaderValue::from_str(&retry_after(&state)) {
-            res.headers_mut().insert(header::RETRY_AFTER, v);
-        }
-        return Ok(res);
+                format!(
+                    "{resource_type}/{id} version {version} is notarized but its block is not sealed yet; retry after {} s",
+                    retry_after(&state)
+                ),
+            ),
+            &state,
+        ));
     };
     let block = state
         .store
