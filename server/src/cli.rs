@@ -6,7 +6,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use crate::config::{
-    AuditArgs, Cli, Command, DatabaseArgs, LedgerCommand, MigrateArgs, PublicKeyArgs, ServeArgs,
+    AuditArgs, Cli, Command, DatabaseArgs, LedgerCommand, MigrateArgs, PublicKeyArgs, ReindexArgs,
+    ServeArgs,
 };
 use crate::http::AppState;
 use crate::store::Store;
@@ -30,6 +31,7 @@ pub fn main() -> ExitCode {
             }),
             LedgerCommand::PublicKey(args) => public_key(&args),
         },
+        Command::Reindex(args) => run_async(reindex(args)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -152,5 +154,45 @@ fn public_key(args: &PublicKeyArgs) -> Result<(), String> {
     let path = crate::notary::key::key_path(&args.ledger, &args.data_dir);
     let key = crate::notary::key::load_or_create(&path)?;
     println!("{}", hex::encode(key.public_key()));
+    Ok(())
+}
+
+async fn reindex(args: ReindexArgs) -> Result<(), String> {
+    if let Some(t) = &args.resource_type {
+        if !fhir::definitions::r4().is_resource_type(t) {
+            return Err(format!("--type {t} is not a FHIR R4 resource type"));
+        }
+    }
+    let store = open_store(&args.database).await?;
+    let started = std::time::Instant::now();
+    let (mut resources, mut rows) = (0u64, 0u64);
+    let mut after: Option<(String, String)> = None;
+    loop {
+        let batch = store
+            .reindex_batch(
+                args.resource_type.as_deref(),
+                after.as_ref().map(|(t, id)| (t.as_str(), id.as_str())),
+                args.batch,
+            )
+            .await
+            .map_err(|e| format!("reindexing failed after {resources} resources: {e}"))?;
+        resources += batch.resources;
+        rows += batch.rows;
+        if batch.resources > 0 {
+            eprintln!(
+                "reindex: {resources} resources, {rows} index rows ({:.0} resources/s)",
+                resources as f64 / started.elapsed().as_secs_f64().max(1e-3)
+            );
+        }
+        match batch.last {
+            Some(last) if batch.resources == args.batch => after = Some(last),
+            _ => break,
+        }
+    }
+    store.close().await;
+    println!(
+        "reindex: {resources} resources reindexed, {rows} index rows, in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
     Ok(())
 }

@@ -25,6 +25,26 @@ pub enum Command {
     Migrate(MigrateArgs),
     /// Inspect and verify the ledger.
     Ledger(LedgerArgs),
+    /// Rebuild the search indexes of current resources (after an upgrade that changes
+    /// definitions or extraction), in short batches while the server keeps running.
+    Reindex(ReindexArgs),
+}
+
+/// Options of `fhir-notary reindex`.
+#[derive(Debug, Clone, Args)]
+pub struct ReindexArgs {
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub database: DatabaseArgs,
+
+    /// Only this resource type.
+    #[arg(long = "type", env = "FHIR_NOTARY_REINDEX_TYPE")]
+    pub resource_type: Option<String>,
+
+    /// Resources per transaction.
+    #[arg(long, env = "FHIR_NOTARY_REINDEX_BATCH", default_value_t = 500,
+          value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    pub batch: u64,
 }
 
 /// `fhir-notary ledger …`

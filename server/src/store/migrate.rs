@@ -24,6 +24,12 @@ const STEPS: &[Step] = &[
         include_str!("../../../migrations/sqlite/0002_ledger.sql"),
         include_str!("../../../migrations/postgres/0002_ledger.sql"),
     ),
+    (
+        3,
+        "search",
+        include_str!("../../../migrations/sqlite/0003_search.sql"),
+        include_str!("../../../migrations/postgres/0003_search.sql"),
+    ),
 ];
 
 #[derive(Debug)]

@@ -11,6 +11,7 @@
 //! readers; PostgreSQL uses one pool and row locks.
 
 mod error;
+mod index;
 pub mod ledger;
 mod migrate;
 mod schema;
@@ -29,6 +30,7 @@ use sqlx::{AnyPool, Executor, Row};
 use time::OffsetDateTime;
 
 pub use error::{StoreError, StoreResult};
+pub use index::ReindexBatch;
 pub use write::{DeleteOutcome, WriteContext, WriteTx};
 
 use schema::{ResourceVersions as V, Resources as R};

@@ -54,3 +54,29 @@ pub enum LedgerBlocks {
     Signature,
     Leaves,
 }
+
+/// `search_*` tables: index rows of current versions (see `migrations/*/0003_search.sql`).
+#[derive(Debug, Clone, Copy, Iden)]
+pub enum SearchIndex {
+    ResourceType,
+    Id,
+    Param,
+    Grp,
+    Normalized,
+    Exact,
+    System,
+    Code,
+    Text,
+    TargetType,
+    TargetId,
+    TargetVersion,
+    Url,
+    IdentSystem,
+    IdentValue,
+    Lo,
+    Hi,
+    Value,
+    Comparator,
+    Unit,
+    Uri,
+}

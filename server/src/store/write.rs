@@ -93,7 +93,7 @@ impl WriteTx {
         resource: Value,
     ) -> StoreResult<VersionRecord> {
         let id = uuid::Uuid::new_v4().to_string();
-        let record = self
+        let (record, stamped) = self
             .append(
                 resource_type,
                 &id,
@@ -102,6 +102,8 @@ impl WriteTx {
                 Some(resource),
                 None,
             )
+            .await?;
+        self.index(resource_type, &id, stamped.as_ref(), false)
             .await?;
         let (sql, values) = resources_row(
             resource_type,
@@ -133,7 +135,7 @@ impl WriteTx {
         let head = self.lock_or_claim(resource_type, id).await?;
         check_precondition(head, if_match)?;
         let version = head.map_or(1, |h| h.version + 1);
-        let record = self
+        let (record, stamped) = self
             .append(
                 resource_type,
                 id,
@@ -144,6 +146,9 @@ impl WriteTx {
             )
             .await?;
         self.point_to(&record).await?;
+        let had_rows = head.is_some_and(|h| !h.deleted);
+        self.index(resource_type, id, stamped.as_ref(), had_rows)
+            .await?;
         Ok((record, head.is_none_or(|h| h.deleted)))
     }
 
@@ -163,7 +168,7 @@ impl WriteTx {
         if head.deleted {
             return Ok(DeleteOutcome::AlreadyDeleted);
         }
-        let record = self
+        let (record, _) = self
             .append(
                 resource_type,
                 id,
@@ -174,7 +179,32 @@ impl WriteTx {
             )
             .await?;
         self.point_to(&record).await?;
+        self.index(resource_type, id, None, true).await?;
         Ok(DeleteOutcome::Deleted(record))
+    }
+
+    /// Replaces the search index rows of `resource_type/id` with those of `current` (none for
+    /// a deletion). `had_rows` says whether rows of an earlier version may exist.
+    async fn index(
+        &mut self,
+        resource_type: &str,
+        id: &str,
+        current: Option<&Value>,
+        had_rows: bool,
+    ) -> StoreResult<()> {
+        if had_rows {
+            super::index::clear(&mut self.tx, self.backend, resource_type, id).await?;
+        }
+        if let Some(resource) = current {
+            let rows = super::index::IndexRows::extract(
+                fhir::search::r4_search(),
+                resource_type,
+                id,
+                resource,
+            );
+            super::index::insert(&mut self.tx, self.backend, rows).await?;
+        }
+        Ok(())
     }
 
     /// Commits every write of this transaction.
@@ -266,7 +296,7 @@ impl WriteTx {
         method: WriteMethod,
         resource: Option<Value>,
         previous_last_updated: Option<i64>,
-    ) -> StoreResult<VersionRecord> {
+    ) -> StoreResult<(VersionRecord, Option<Value>)> {
         let last_updated = next_last_updated(previous_last_updated)?;
         let stamped = resource
             .map(|r| stamp(r, resource_type, id, version, last_updated))
@@ -278,7 +308,8 @@ impl WriteTx {
             None => ledger::canonical::tombstone_hash(resource_type, id, version),
         };
         let content = stamped
-            .map(|v| serde_json::to_string(&v))
+            .as_ref()
+            .map(serde_json::to_string)
             .transpose()
             .map_err(|e| StoreError::Corrupt(e.to_string()))?;
         let operation = super::ledger::operation_name(method);
@@ -360,15 +391,18 @@ impl WriteTx {
                 .map_err(StoreError::from_sqlx)?;
             seq
         };
-        Ok(VersionRecord {
-            seq,
-            resource_type: resource_type.to_owned(),
-            id: id.to_owned(),
-            version,
-            method,
-            last_updated,
-            content,
-        })
+        Ok((
+            VersionRecord {
+                seq,
+                resource_type: resource_type.to_owned(),
+                id: id.to_owned(),
+                version,
+                method,
+                last_updated,
+                content,
+            },
+            stamped,
+        ))
     }
 }
 

@@ -263,6 +263,25 @@ impl TestServer {
         n
     }
 
+    /// Runs a `SELECT COUNT(*) AS n …` directly against the server's database.
+    pub async fn count(&self, sql: &str) -> i64 {
+        use sqlx::Row;
+        sqlx::any::install_default_drivers();
+        let pool = sqlx::any::AnyPoolOptions::new()
+            .max_connections(1)
+            .connect(&self.database_url)
+            .await
+            .expect("connect for counting");
+        let n: i64 = sqlx::query(sql)
+            .fetch_one(&pool)
+            .await
+            .expect("count")
+            .try_get("n")
+            .expect("n");
+        pool.close().await;
+        n
+    }
+
     /// Runs `fhir-notary ledger audit` on the server's database: (success, stdout).
     pub fn audit(&self) -> (bool, String) {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_fhir-notary"))
