@@ -155,7 +155,13 @@ async fn a_refused_write_leaves_no_index_rows(s: TestServer) {
         0
     );
     assert_eq!(
-        rows(&s, "search_string", &id, "AND param = 'family' AND normalized = 'kept'").await,
+        rows(
+            &s,
+            "search_string",
+            &id,
+            "AND param = 'family' AND normalized = 'kept'"
+        )
+        .await,
         1
     );
 }
