@@ -15,6 +15,7 @@ mod index;
 pub mod ledger;
 mod migrate;
 mod schema;
+pub mod search;
 mod write;
 
 use std::path::Path;

@@ -7,6 +7,7 @@ mod history;
 mod ledger;
 mod metadata;
 mod read;
+mod search;
 mod update;
 
 use actix_web::http::header;
@@ -57,10 +58,17 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                     web::resource("/metadata").route(web::get().to(metadata::capability_statement)),
                 )
                 .service(web::resource("/_history").route(web::get().to(history::system)))
-                .service(web::resource("/{type}").route(web::post().to(create::create)))
+                .service(web::resource(["", "/"]).route(web::get().to(search::system_get)))
+                .service(web::resource("/_search").route(web::post().to(search::system_post)))
+                .service(
+                    web::resource("/{type}")
+                        .route(web::get().to(search::type_get))
+                        .route(web::post().to(create::create)),
+                )
                 .service(
                     web::resource("/{type}/_history").route(web::get().to(history::type_level)),
                 )
+                .service(web::resource("/{type}/_search").route(web::post().to(search::type_post)))
                 .service(
                     web::resource("/{type}/{id}")
                         .route(web::get().to(read::read))

@@ -1,0 +1,369 @@
+//! search: `GET [base]/[type]?…`, `POST [base]/[type]/_search` (form-encoded), and system
+//! search `GET [base]?_type=…` / `POST [base]/_search` (http.html#search, search.html).
+//!
+//! Answers 200 with a `searchset` Bundle: `entry.search.mode` `match` for the matches,
+//! `include` for what `_include`/`_revinclude` add (each resource once, never a match
+//! twice), and, when lenient handling left parameters out, one `outcome` entry naming them.
+//! Links: `self` (only the parameters applied), `next` and `previous` (keyset cursors in
+//! `_cursor`, see [`crate::store::search`]). `total` when `_total` asks for it, with
+//! `_summary=count`, or when the first page holds every match.
+//!
+//! `Prefer: handling=strict` answers unknown parameters and unsupported modifiers with 400;
+//! the default, lenient, ignores them. Values that do not parse are 400 in both modes. A POST
+//! body must be `application/x-www-form-urlencoded` (else 415); its parameters join the query
+//! string's. `_summary`, `_elements`, `_format` and `_pretty` shape the response.
+
+use actix_web::http::header;
+use actix_web::{web, HttpRequest, HttpResponse};
+use fhir::outcome::{Issue, IssueType, OperationOutcome, Severity};
+use fhir::search::{Criterion, Modifier, SearchRequest, SearchValue, Summary, TokenSearch};
+use serde::Serialize;
+use serde_json::value::RawValue;
+use time::OffsetDateTime;
+
+use super::known_type;
+use crate::http::error::{ApiError, FHIR_JSON};
+use crate::http::negotiate::{self, Format, Params};
+use crate::http::response::{base_url, json_text, version_body, Projection};
+use crate::http::AppState;
+use crate::store::search::{Cursor, SearchPage, SearchQuery};
+use crate::store::{StoreError, VersionRecord};
+
+const DEFAULT_COUNT: u64 = 50;
+/// The paging position in `next`/`previous` links; not a FHIR parameter, so it is taken out
+/// before the request is parsed.
+const CURSOR: &str = "_cursor";
+
+/// `GET [base]/[type]`.
+pub async fn type_get(
+    req: HttpRequest,
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let resource_type = known_type(&path)?;
+    let params = Params::parse(req.query_string());
+    search(&req, &state, Some(resource_type), params).await
+}
+
+/// `POST [base]/[type]/_search`.
+pub async fn type_post(
+    req: HttpRequest,
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let resource_type = known_type(&path)?;
+    let params = form_params(&req, &state, payload).await?;
+    search(&req, &state, Some(resource_type), params).await
+}
+
+/// `GET [base]?_type=…`.
+pub async fn system_get(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let params = Params::parse(req.query_string());
+    search(&req, &state, None, params).await
+}
+
+/// `POST [base]/_search`.
+pub async fn system_post(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let params = form_params(&req, &state, payload).await?;
+    search(&req, &state, None, params).await
+}
+
+/// The query string's parameters followed by the form body's.
+async fn form_params(
+    req: &HttpRequest,
+    state: &AppState,
+    payload: web::Payload,
+) -> Result<Params, ApiError> {
+    if let Some(value) = req.headers().get(header::CONTENT_TYPE) {
+        let value = value.to_str().unwrap_or("");
+        let essence = value.split(';').next().unwrap_or("").trim();
+        if !essence.eq_ignore_ascii_case("application/x-www-form-urlencoded") {
+            return Err(ApiError::UnsupportedMediaType(format!(
+                "Content-Type '{value}' is not supported for _search; send \
+                 application/x-www-form-urlencoded"
+            )));
+        }
+    }
+    let body = negotiate::read_body(req, payload, state.max_body_bytes).await?;
+    let mut params = Params::parse(req.query_string());
+    params.0.extend(
+        form_urlencoded::parse(&body)
+            .into_owned()
+            .collect::<Vec<_>>(),
+    );
+    Ok(params)
+}
+
+/// Whether `Prefer: handling=strict` was sent (lenient is the default).
+fn strict_handling(req: &HttpRequest) -> bool {
+    req.headers().get_all("prefer").any(|value| {
+        value.to_str().is_ok_and(|v| {
+            v.split([',', ';'])
+                .any(|p| p.trim().replace(' ', "") == "handling=strict")
+        })
+    })
+}
+
+async fn search(
+    req: &HttpRequest,
+    state: &AppState,
+    resource_type: Option<&str>,
+    params: Params,
+) -> Result<HttpResponse, ApiError> {
+    let format = negotiate::negotiate(req, &params)?;
+    let cursor = params
+        .single(CURSOR)?
+        .map(|raw| {
+            Cursor::decode(raw).ok_or_else(|| {
+                ApiError::BadRequest(format!("{CURSOR} is not a paging position of this server"))
+            })
+        })
+        .transpose()?;
+    let rest: Vec<(String, String)> = params.0.into_iter().filter(|(k, _)| k != CURSOR).collect();
+    let request = fhir::search::parse_search(
+        fhir::search::r4_search(),
+        resource_type,
+        &rest,
+        strict_handling(req),
+    )
+    .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    if let Some(why) = request.criteria.iter().find_map(unsupported) {
+        return Err(ApiError::BadRequest(why));
+    }
+    if let Some(c) = &cursor {
+        if !c.fits(&request) {
+            return Err(ApiError::BadRequest(format!(
+                "{CURSOR} belongs to a search with another _sort"
+            )));
+        }
+    }
+    let projection = projection(&request)?;
+    let base = base_url(req, state);
+    let page = state
+        .store
+        .search(&SearchQuery {
+            request: &request,
+            base_url: Some(&base),
+            cursor: cursor.as_ref(),
+            count: request.count.map_or(DEFAULT_COUNT, u64::from),
+        })
+        .await?;
+    let body = bundle(
+        &base,
+        resource_type,
+        &request,
+        cursor.as_ref(),
+        &page,
+        &projection,
+    )?;
+    let text = if format.pretty {
+        let value: serde_json::Value = serde_json::from_str(&body).map_err(corrupt)?;
+        json_text(&value, format)
+    } else {
+        body
+    };
+    Ok(HttpResponse::Ok()
+        .insert_header((header::CONTENT_TYPE, FHIR_JSON))
+        .body(text))
+}
+
+/// Criteria the index cannot answer yet: `:of-type` (identifier type codings are not
+/// indexed).
+fn unsupported(c: &Criterion) -> Option<String> {
+    match c {
+        Criterion::Match(m) if m.modifier == Some(Modifier::OfType) => Some(format!(
+            "the modifier `:of-type` on `{}` is not supported yet",
+            m.param.code
+        )),
+        Criterion::Match(m)
+            if m.values
+                .iter()
+                .any(|v| matches!(v, SearchValue::Token(TokenSearch::OfType { .. }))) =>
+        {
+            Some("`:of-type` is not supported yet".into())
+        }
+        Criterion::Chain { criterion, .. } | Criterion::Has { criterion, .. } => {
+            unsupported(criterion)
+        }
+        _ => None,
+    }
+}
+
+/// `_summary` (but `count`) and `_elements` as the read handlers apply them.
+fn projection(request: &SearchRequest) -> Result<Projection, ApiError> {
+    let mut params = Params::default();
+    let summary = match request.summary {
+        Some(Summary::True) => Some("true"),
+        Some(Summary::Text) => Some("text"),
+        Some(Summary::Data) => Some("data"),
+        _ => None,
+    };
+    if let Some(s) = summary {
+        params.0.push(("_summary".into(), s.into()));
+    }
+    if let Some(elements) = &request.elements {
+        params.0.push(("_elements".into(), elements.join(",")));
+    }
+    Projection::parse(&params)
+}
+
+fn corrupt(e: serde_json::Error) -> ApiError {
+    ApiError::Store(StoreError::Corrupt(e.to_string()))
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Bundle<'a> {
+    resource_type: &'static str,
+    id: String,
+    meta: BundleMeta,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    total: Option<u64>,
+    link: Vec<Link>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    entry: Vec<Entry<'a>>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct BundleMeta {
+    last_updated: String,
+}
+
+#[derive(Serialize)]
+struct Link {
+    relation: &'static str,
+    url: String,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Entry<'a> {
+    full_url: String,
+    resource: &'a RawValue,
+    search: EntrySearch,
+}
+
+#[derive(Serialize)]
+struct EntrySearch {
+    mode: &'static str,
+}
+
+fn bundle(
+    base: &str,
+    resource_type: Option<&str>,
+    request: &SearchRequest,
+    cursor: Option<&Cursor>,
+    page: &SearchPage,
+    projection: &Projection,
+) -> Result<String, ApiError> {
+    let raw = |v: &VersionRecord| -> Result<Box<RawValue>, ApiError> {
+        let text = version_body(v, Format::default(), projection)?;
+        RawValue::from_string(text).map_err(corrupt)
+    };
+    let matches = page
+        .matches
+        .iter()
+        .map(|v| Ok((v, raw(v)?, "match")))
+        .collect::<Result<Vec<_>, ApiError>>()?;
+    let included = page
+        .included
+        .iter()
+        .map(|v| Ok((v, raw(v)?, "include")))
+        .collect::<Result<Vec<_>, ApiError>>()?;
+    let outcome = (!request.ignored.is_empty())
+        .then(|| {
+            let issues = request
+                .ignored
+                .iter()
+                .map(|(name, value, why)| Issue {
+                    severity: Severity::Warning,
+                    code: IssueType::NotSupported,
+                    diagnostics: Some(format!("`{name}={value}` was ignored: {why}")),
+                    expression: Vec::new(),
+                })
+                .collect();
+            RawValue::from_string(OperationOutcome { issues }.to_json().to_string())
+                .map_err(corrupt)
+        })
+        .transpose()?;
+
+    let mut entry: Vec<Entry<'_>> = matches
+        .iter()
+        .chain(&included)
+        .map(|(v, resource, mode)| Entry {
+            full_url: format!("{base}/{}/{}", v.resource_type, v.id),
+            resource,
+            search: EntrySearch { mode },
+        })
+        .collect();
+    if let Some(resource) = &outcome {
+        entry.push(Entry {
+            full_url: format!("urn:uuid:{}", uuid::Uuid::new_v4()),
+            resource,
+            search: EntrySearch { mode: "outcome" },
+        });
+    }
+
+    let path = match resource_type {
+        Some(t) => format!("{base}/{t}"),
+        None => base.to_owned(),
+    };
+    let url = |cursor: Option<&Cursor>| -> String {
+        let mut query = form_urlencoded::Serializer::new(String::new());
+        for (k, v) in &request.applied {
+            query.append_pair(k, v);
+        }
+        if let Some(c) = cursor {
+            query.append_pair(CURSOR, &c.encode());
+        }
+        let query = query.finish();
+        if query.is_empty() {
+            path.clone()
+        } else {
+            format!("{path}?{query}")
+        }
+    };
+    let mut link = vec![Link {
+        relation: "self",
+        url: url(cursor),
+    }];
+    if let Some(next) = &page.next {
+        link.push(Link {
+            relation: "next",
+            url: url(Some(next)),
+        });
+    }
+    if let Some(previous) = &page.previous {
+        link.push(Link {
+            relation: "previous",
+            url: url(Some(previous)),
+        });
+    }
+    let bundle = Bundle {
+        resource_type: "Bundle",
+        id: uuid::Uuid::new_v4().to_string(),
+        meta: BundleMeta {
+            last_updated: fhir::primitives::format_instant(OffsetDateTime::now_utc()),
+        },
+        kind: "searchset",
+        total: if request.total == Some(fhir::search::TotalMode::None) {
+            None
+        } else {
+            page.total
+        },
+        link,
+        entry,
+    };
+    serde_json::to_string(&bundle).map_err(corrupt)
+}
