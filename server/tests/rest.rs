@@ -825,7 +825,7 @@ async fn capability_statement_lists_what_is_supported(s: TestServer) {
     ] {
         assert!(codes.contains(&code), "{code} missing");
     }
-    assert!(!codes.contains(&"search-type"), "search is not served yet");
+    assert!(codes.contains(&"search-type"), "search-type missing");
 }
 
 async fn health_and_request_ids(s: TestServer) {

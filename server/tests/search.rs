@@ -1056,6 +1056,80 @@ async fn post_and_system_search(s: TestServer) {
     assert_eq!(all, ["org1", "org2", "p1", "p2", "p3", "p4"]);
 }
 
+async fn meta_parameters(s: TestServer) {
+    put(&s, json!({
+        "resourceType": "Patient", "id": "m1",
+        "meta": {
+            "tag": [{"system": "http://tags", "code": "vip"}],
+            "profile": ["http://example.org/StructureDefinition/p"],
+            "security": [{"system": "http://terminology.hl7.org/CodeSystem/v3-Confidentiality", "code": "R"}],
+            "source": "http://src.example/a"
+        }
+    }))
+    .await;
+    put(&s, json!({"resourceType": "Patient", "id": "m2"})).await;
+    let p = |pairs: &'static [(&'static str, &'static str)]| set(&s, "Patient", pairs);
+    assert_eq!(p(&[("_tag", "http://tags|vip")]).await, of(&["m1"]));
+    assert_eq!(p(&[("_tag:not", "vip")]).await, of(&["m2"]));
+    assert_eq!(p(&[("_tag:missing", "true")]).await, of(&["m2"]));
+    assert_eq!(
+        p(&[("_profile", "http://example.org/StructureDefinition/p")]).await,
+        of(&["m1"])
+    );
+    assert_eq!(p(&[("_security", "R")]).await, of(&["m1"]));
+    assert_eq!(p(&[("_source", "http://src.example/a")]).await, of(&["m1"]));
+    assert_eq!(p(&[("_id", "m2")]).await, of(&["m2"]));
+}
+
+async fn capability_statement_lists_search(s: TestServer) {
+    let cs: Value = s
+        .get("metadata")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let rest = &cs["rest"][0];
+    assert!(rest["interaction"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|i| i["code"] == "search-system"));
+    let patient = rest["resource"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["type"] == "Patient")
+        .unwrap();
+    assert!(patient["interaction"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|i| i["code"] == "search-type"));
+    let params = patient["searchParam"].as_array().unwrap();
+    let family = params.iter().find(|p| p["name"] == "family").unwrap();
+    assert_eq!(family["type"], "string");
+    assert_eq!(
+        family["definition"],
+        "http://hl7.org/fhir/SearchParameter/individual-family"
+    );
+    for name in [
+        "_id",
+        "_lastUpdated",
+        "birthdate",
+        "organization",
+        "identifier",
+    ] {
+        assert!(params.iter().any(|p| p["name"] == name), "{name} missing");
+    }
+    assert!(patient["searchInclude"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|i| i == "Patient:organization"));
+}
+
 backend_tests!(
     strings,
     tokens,
@@ -1069,4 +1143,6 @@ backend_tests!(
     totals_and_summary,
     handling_and_errors,
     post_and_system_search,
+    meta_parameters,
+    capability_statement_lists_search,
 );

@@ -1,8 +1,9 @@
 //! capabilities: `GET [base]/metadata` (http.html#capabilities).
 //!
 //! The CapabilityStatement lists exactly what this server does: every R4 resource type with
-//! read, vread, update (including update-as-create), delete, create and history; versioned
-//! updates with `If-Match`; conditional read; JSON only.
+//! read, vread, update (including update-as-create), delete, create, history and search
+//! (with each indexed search parameter: name, type, definition); system history and search;
+//! versioned updates with `If-Match`; conditional read; JSON only.
 
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -36,10 +37,21 @@ fn build(base: &str) -> Value {
         "history-instance",
         "history-type",
         "create",
+        "search-type",
     ];
+    let registry = fhir::search::r4_search();
     let resources: Vec<Value> = fhir::definitions::r4()
         .resource_types()
         .map(|t| {
+            let params = registry.params_for(t).iter().filter(|p| p.is_indexed());
+            let search_params: Vec<Value> = params
+                .clone()
+                .map(|p| json!({ "name": p.code, "definition": p.url, "type": p.kind.as_str() }))
+                .collect();
+            let includes: Vec<String> = params
+                .filter(|p| p.kind == fhir::search::ParamType::Reference)
+                .map(|p| format!("{t}:{}", p.code))
+                .collect();
             json!({
                 "type": t,
                 "profile": format!("http://hl7.org/fhir/StructureDefinition/{t}"),
@@ -51,6 +63,8 @@ fn build(base: &str) -> Value {
                 "conditionalRead": "full-support",
                 "conditionalUpdate": false,
                 "conditionalDelete": "not-supported",
+                "searchInclude": includes,
+                "searchParam": search_params,
             })
         })
         .collect();
@@ -68,7 +82,7 @@ fn build(base: &str) -> Value {
         "rest": [{
             "mode": "server",
             "resource": resources,
-            "interaction": [{ "code": "history-system" }],
+            "interaction": [{ "code": "history-system" }, { "code": "search-system" }],
         }],
     })
 }
