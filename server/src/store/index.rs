@@ -9,7 +9,7 @@
 use fhir::search::{DateRange, IndexValue, SearchRegistry};
 use sea_query::{Alias, Expr, Query, SimpleExpr};
 use sea_query_binder::SqlxBinder;
-use serde_json::Value;
+use serde_json::{json, Value};
 use sqlx::{Any, Transaction};
 
 use super::schema::SearchIndex as S;
@@ -32,7 +32,7 @@ const CHUNK: usize = 400;
 /// Index rows of one resource, by table.
 #[derive(Debug, Default)]
 pub(crate) struct IndexRows {
-    rows: [Vec<Vec<SimpleExpr>>; 7],
+    rows: [Vec<Vec<Value>>; 7],
 }
 
 impl IndexRows {
@@ -75,15 +75,14 @@ impl IndexRows {
     }
 
     fn push(&mut self, resource_type: &str, id: &str, param: &str, grp: i64, value: IndexValue) {
-        let key = |extra: Vec<SimpleExpr>| {
-            let mut row: Vec<SimpleExpr> =
-                vec![resource_type.into(), id.into(), param.into(), grp.into()];
+        let key = |extra: Vec<Value>| {
+            let mut row = vec![json!(resource_type), json!(id), json!(param), json!(grp)];
             row.extend(extra);
             row
         };
         let (table, row) = match value {
-            IndexValue::String(s) => (0, key(vec![s.normalized.into(), s.exact.into()])),
-            IndexValue::Token(t) => (1, key(vec![t.system.into(), t.code.into(), t.text.into()])),
+            IndexValue::String(s) => (0, key(vec![json!(s.normalized), json!(s.exact)])),
+            IndexValue::Token(t) => (1, key(vec![json!(t.system), json!(t.code), json!(t.text)])),
             IndexValue::Reference(r) => {
                 if r.contained {
                     return;
@@ -92,31 +91,31 @@ impl IndexRows {
                 (
                     2,
                     key(vec![
-                        r.target_type.into(),
-                        r.id.into(),
-                        r.version.into(),
-                        r.url.into(),
-                        ident_system.into(),
-                        ident_value.into(),
+                        json!(r.target_type),
+                        json!(r.id),
+                        json!(r.version),
+                        json!(r.url),
+                        json!(ident_system),
+                        json!(ident_value),
                     ]),
                 )
             }
             IndexValue::Date(range) => {
                 let (lo, hi) = date_bounds(range);
-                (3, key(vec![lo.into(), hi.into()]))
+                (3, key(vec![json!(lo), json!(hi)]))
             }
-            IndexValue::Number(n) => (4, key(vec![n.value.into(), n.text.into()])),
+            IndexValue::Number(n) => (4, key(vec![json!(n.value), json!(n.text)])),
             IndexValue::Quantity(q) => (
                 5,
                 key(vec![
-                    q.value.value.into(),
-                    q.comparator.into(),
-                    q.system.into(),
-                    q.code.into(),
-                    q.unit.into(),
+                    json!(q.value.value),
+                    json!(q.comparator),
+                    json!(q.system),
+                    json!(q.code),
+                    json!(q.unit),
                 ]),
             ),
-            IndexValue::Uri(u) => (6, key(vec![u.into()])),
+            IndexValue::Uri(u) => (6, key(vec![json!(u)])),
             // Composites of composites do not occur in R4.
             IndexValue::Composite(_) => return,
         };
@@ -137,38 +136,121 @@ pub(crate) fn date_bounds(range: DateRange) -> (i64, i64) {
     )
 }
 
-fn columns(table: usize) -> &'static [S] {
-    const KEY: [S; 4] = [S::ResourceType, S::Id, S::Param, S::Grp];
-    match table {
-        0 => &[KEY[0], KEY[1], KEY[2], KEY[3], S::Normalized, S::Exact],
-        1 => &[KEY[0], KEY[1], KEY[2], KEY[3], S::System, S::Code, S::Text],
-        2 => &[
-            KEY[0],
-            KEY[1],
-            KEY[2],
-            KEY[3],
-            S::TargetType,
-            S::TargetId,
-            S::TargetVersion,
-            S::Url,
-            S::IdentSystem,
-            S::IdentValue,
-        ],
-        3 => &[KEY[0], KEY[1], KEY[2], KEY[3], S::Lo, S::Hi],
-        4 => &[KEY[0], KEY[1], KEY[2], KEY[3], S::Value, S::Text],
-        5 => &[
-            KEY[0],
-            KEY[1],
-            KEY[2],
-            KEY[3],
-            S::Value,
-            S::Comparator,
-            S::System,
-            S::Code,
-            S::Unit,
-        ],
-        _ => &[KEY[0], KEY[1], KEY[2], KEY[3], S::Uri],
+/// Each table's columns, in row order, with their PostgreSQL types.
+const COLUMNS: [&[(S, &str)]; 7] = [
+    &[(S::Normalized, "text"), (S::Exact, "text")],
+    &[(S::System, "text"), (S::Code, "text"), (S::Text, "text")],
+    &[
+        (S::TargetType, "text"),
+        (S::TargetId, "text"),
+        (S::TargetVersion, "text"),
+        (S::Url, "text"),
+        (S::IdentSystem, "text"),
+        (S::IdentValue, "text"),
+    ],
+    &[(S::Lo, "bigint"), (S::Hi, "bigint")],
+    &[(S::Value, "double precision"), (S::Text, "text")],
+    &[
+        (S::Value, "double precision"),
+        (S::Comparator, "text"),
+        (S::System, "text"),
+        (S::Code, "text"),
+        (S::Unit, "text"),
+    ],
+    &[(S::Uri, "text")],
+];
+
+/// The key columns every table starts with.
+const KEY: [(S, &str); 4] = [
+    (S::ResourceType, "text"),
+    (S::Id, "text"),
+    (S::Param, "text"),
+    (S::Grp, "bigint"),
+];
+
+fn columns(table: usize) -> impl Iterator<Item = (S, &'static str)> {
+    KEY.into_iter().chain(COLUMNS[table].iter().copied())
+}
+
+/// A JSON value as a bound SQL value (strings, integers, doubles and nulls only occur).
+fn sql_value(value: &Value) -> SimpleExpr {
+    match value {
+        Value::String(s) => s.as_str().into(),
+        Value::Number(n) => match n.as_i64() {
+            Some(i) => i.into(),
+            None => n.as_f64().unwrap_or(f64::NAN).into(),
+        },
+        _ => sea_query::Value::String(None).into(),
     }
+}
+
+/// PostgreSQL: clears (when `$3`) and refills the seven tables of `$1/$2` in one fixed,
+/// prepared statement; each table's rows arrive as one JSON array (`$4`…`$10`) expanded by
+/// `json_to_recordset`. The data-modifying CTEs share one snapshot, so the deletes never see
+/// the rows inserted beside them.
+static PG_REPLACE: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    let mut ctes = Vec::new();
+    for (i, table) in TABLES.iter().enumerate() {
+        ctes.push(format!(
+            "d{i} AS (DELETE FROM {table} WHERE resource_type = $1 AND id = $2 AND $3)"
+        ));
+    }
+    for (i, table) in TABLES.iter().enumerate() {
+        let names: Vec<String> = columns(i)
+            .map(|(c, _)| sea_query::Iden::to_string(&c))
+            .collect();
+        let typed: Vec<String> = columns(i)
+            .map(|(c, t)| format!("{} {t}", sea_query::Iden::to_string(&c)))
+            .collect();
+        ctes.push(format!(
+            "i{i} AS (INSERT INTO {table} ({cols}) SELECT {cols} FROM json_to_recordset(${param}::json) AS x({typed}))",
+            cols = names.join(", "),
+            param = i + 4,
+            typed = typed.join(", "),
+        ));
+    }
+    format!("WITH {} SELECT 1", ctes.join(", "))
+});
+
+/// Replaces the index rows of `resource_type/id` with `rows` (clearing first when
+/// `had_rows`).
+pub(crate) async fn replace(
+    tx: &mut Transaction<'static, Any>,
+    backend: Backend,
+    resource_type: &str,
+    id: &str,
+    rows: Option<IndexRows>,
+    had_rows: bool,
+) -> StoreResult<()> {
+    if backend != Backend::Postgres {
+        if had_rows {
+            clear(tx, backend, resource_type, id).await?;
+        }
+        if let Some(rows) = rows {
+            insert(tx, backend, rows).await?;
+        }
+        return Ok(());
+    }
+    let rows = rows.unwrap_or_default();
+    let mut query = sqlx::query(PG_REPLACE.as_str())
+        .bind(resource_type)
+        .bind(id)
+        .bind(had_rows);
+    for (table, table_rows) in rows.rows.iter().enumerate() {
+        let names: Vec<String> = columns(table)
+            .map(|(c, _)| sea_query::Iden::to_string(&c))
+            .collect();
+        let objects: Vec<Value> = table_rows
+            .iter()
+            .map(|row| Value::Object(names.iter().cloned().zip(row.iter().cloned()).collect()))
+            .collect();
+        query = query.bind(Value::Array(objects).to_string());
+    }
+    query
+        .execute(&mut **tx)
+        .await
+        .map_err(StoreError::from_sqlx)?;
+    Ok(())
 }
 
 /// Removes every index row of `resource_type/id`.
@@ -178,21 +260,6 @@ pub(crate) async fn clear(
     resource_type: &str,
     id: &str,
 ) -> StoreResult<()> {
-    if backend == Backend::Postgres {
-        // One round trip for the seven tables.
-        let deletes: Vec<String> = TABLES
-            .iter()
-            .enumerate()
-            .map(|(i, t)| format!("d{i} AS (DELETE FROM {t} WHERE resource_type = $1 AND id = $2)"))
-            .collect();
-        sqlx::query(&format!("WITH {} SELECT 1", deletes.join(", ")))
-            .bind(resource_type)
-            .bind(id)
-            .execute(&mut **tx)
-            .await
-            .map_err(StoreError::from_sqlx)?;
-        return Ok(());
-    }
     for table in TABLES {
         let (sql, values) = Query::delete()
             .from_table(Alias::new(table))
@@ -218,9 +285,9 @@ pub(crate) async fn insert(
             let mut insert = Query::insert();
             insert
                 .into_table(Alias::new(TABLES[table]))
-                .columns(columns(table).iter().copied());
+                .columns(columns(table).map(|(c, _)| c));
             for row in chunk {
-                insert.values_panic(row.iter().cloned());
+                insert.values_panic(row.iter().map(sql_value));
             }
             let (sql, values) = insert.build_any_sqlx(query_builder(backend));
             sqlx::query_with(&sql, values)
@@ -257,7 +324,7 @@ impl super::Store {
         use sea_query::{Condition, LockType, Order};
         use sqlx::Row;
 
-        let mut tx = self.write.begin().await.map_err(StoreError::from_sqlx)?;
+        let mut tx = self.begin_raw().await?;
         let mut select = Query::select();
         select
             .columns([(R::Table, R::ResourceType), (R::Table, R::Id)])
@@ -310,11 +377,18 @@ impl super::Store {
                         "{resource_type}/{id}: current version has no content"
                     ))
                 })?;
-            clear(&mut tx, self.backend, &resource_type, &id).await?;
             let index_rows =
                 IndexRows::extract(fhir::search::r4_search(), &resource_type, &id, &resource);
             batch.rows += index_rows.len() as u64;
-            insert(&mut tx, self.backend, index_rows).await?;
+            replace(
+                &mut tx,
+                self.backend,
+                &resource_type,
+                &id,
+                Some(index_rows),
+                true,
+            )
+            .await?;
             batch.resources += 1;
             batch.last = Some((resource_type, id));
         }

@@ -236,7 +236,7 @@ impl Store {
         max_entries: u64,
         sealed_at: String,
     ) -> StoreResult<Option<BlockHeader>> {
-        let mut tx = self.write.begin().await.map_err(StoreError::from_sqlx)?;
+        let mut tx = self.begin_raw().await?;
         let (sql, values) = select_blocks()
             .order_by(B::Height, Order::Desc)
             .limit(1)

@@ -264,9 +264,21 @@ impl Store {
         query_builder(self.backend)
     }
 
+    /// A write transaction. On SQLite it takes the write lock at once (`BEGIN IMMEDIATE`):
+    /// a deferred transaction that reads first and then writes fails with "database is
+    /// locked" when another process (`fhir-notary reindex`, `import`) wrote meanwhile,
+    /// instead of waiting its turn.
+    async fn begin_raw(&self) -> StoreResult<sqlx::Transaction<'static, sqlx::Any>> {
+        let tx = match self.backend {
+            Backend::Sqlite => self.write.begin_with("BEGIN IMMEDIATE").await,
+            Backend::Postgres => self.write.begin().await,
+        };
+        tx.map_err(StoreError::from_sqlx)
+    }
+
     /// Starts a write transaction on behalf of `context`.
     pub async fn begin(&self, context: WriteContext) -> StoreResult<WriteTx> {
-        let tx = self.write.begin().await.map_err(StoreError::from_sqlx)?;
+        let tx = self.begin_raw().await?;
         Ok(WriteTx::new(tx, self.backend, context))
     }
 

@@ -192,19 +192,18 @@ impl WriteTx {
         current: Option<&Value>,
         had_rows: bool,
     ) -> StoreResult<()> {
-        if had_rows {
-            super::index::clear(&mut self.tx, self.backend, resource_type, id).await?;
-        }
-        if let Some(resource) = current {
-            let rows = super::index::IndexRows::extract(
-                fhir::search::r4_search(),
-                resource_type,
-                id,
-                resource,
-            );
-            super::index::insert(&mut self.tx, self.backend, rows).await?;
-        }
-        Ok(())
+        let rows = current.map(|resource| {
+            super::index::IndexRows::extract(fhir::search::r4_search(), resource_type, id, resource)
+        });
+        super::index::replace(
+            &mut self.tx,
+            self.backend,
+            resource_type,
+            id,
+            rows,
+            had_rows,
+        )
+        .await
     }
 
     /// Commits every write of this transaction.
