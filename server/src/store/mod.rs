@@ -323,20 +323,25 @@ impl Store {
 
     /// One page of history, newest first.
     pub async fn history(&self, query: &HistoryQuery<'_>) -> StoreResult<HistoryPage> {
-        let snapshot = match query.snapshot {
-            Some(s) => s,
-            None => {
+        // The first page needs no snapshot of its own: its newest entry is the snapshot
+        // later pages are bound by. Only a first page that starts at an offset must fix it.
+        let snapshot = match (query.snapshot, query.offset) {
+            (Some(s), _) => Some(s),
+            (None, 0) => None,
+            (None, _) => {
                 let (sql, values) = Query::select()
                     .expr_as(Expr::col(V::Seq).max(), Alias::new("max_seq"))
                     .from(V::Table)
                     .build_any_sqlx(self.builder());
                 let row = sqlx::query_with(&sql, values).fetch_one(&self.read).await?;
-                row.try_get::<Option<i64>, _>("max_seq")?.unwrap_or(0)
+                Some(row.try_get::<Option<i64>, _>("max_seq")?.unwrap_or(0))
             }
         };
 
         let mut select = select_versions();
-        select.and_where(Expr::col((V::Table, V::Seq)).lte(snapshot));
+        if let Some(snapshot) = snapshot {
+            select.and_where(Expr::col((V::Table, V::Seq)).lte(snapshot));
+        }
         match query.scope {
             HistoryScope::System => {}
             HistoryScope::Type(t) => {
@@ -382,17 +387,7 @@ impl Store {
                 );
         }
 
-        let total = if let HistoryScope::Instance(..) = query.scope {
-            let mut count = select.clone();
-            count.clear_selects();
-            count.expr_as(Expr::col((V::Table, V::Seq)).count(), Alias::new("n"));
-            let (sql, values) = count.build_any_sqlx(self.builder());
-            let row = sqlx::query_with(&sql, values).fetch_one(&self.read).await?;
-            Some(u64::try_from(row.try_get::<i64, _>("n")?).unwrap_or(0))
-        } else {
-            None
-        };
-
+        let counting = select.clone();
         select
             .order_by((V::Table, V::Seq), Order::Desc)
             .limit(query.count + 1)
@@ -405,6 +400,25 @@ impl Store {
             .collect::<StoreResult<Vec<_>>>()?;
         let has_more = versions.len() as u64 > query.count;
         versions.truncate(query.count as usize);
+        let snapshot = snapshot.or(versions.first().map(|v| v.seq)).unwrap_or(0);
+
+        // Instance history reports its total; a first page that holds everything counts it
+        // without another query.
+        let total = match query.scope {
+            HistoryScope::Instance(..) if query.offset == 0 && !has_more => {
+                Some(versions.len() as u64)
+            }
+            HistoryScope::Instance(..) => {
+                let mut count = counting;
+                count.clear_selects();
+                count.and_where(Expr::col((V::Table, V::Seq)).lte(snapshot));
+                count.expr_as(Expr::col((V::Table, V::Seq)).count(), Alias::new("n"));
+                let (sql, values) = count.build_any_sqlx(self.builder());
+                let row = sqlx::query_with(&sql, values).fetch_one(&self.read).await?;
+                Some(u64::try_from(row.try_get::<i64, _>("n")?).unwrap_or(0))
+            }
+            _ => None,
+        };
         Ok(HistoryPage {
             versions,
             snapshot,

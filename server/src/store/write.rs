@@ -21,16 +21,40 @@ use time::OffsetDateTime;
 use super::schema::{LedgerEntries as E, ResourceVersions as V, Resources as R};
 use super::{micros, query_builder, Backend, StoreError, StoreResult, VersionRecord, WriteMethod};
 
-/// PostgreSQL: insert a version and its ledger entry in one statement (the same rows the
-/// two sea-query inserts of the SQLite path write).
-const PG_APPEND_VERSION_AND_ENTRY: &str = "\
-    WITH v AS (\
-        INSERT INTO resource_versions (resource_type, id, version, method, last_updated, content) \
-        VALUES ($1, $2, $3, $4, $5, $6) RETURNING seq) \
-    INSERT INTO ledger_entries (version_seq, resource_type, id, version, operation, content_hash, \
-        actor, recorded_at, request_id) \
-    SELECT seq, $1, $2, $3, $7, $8, $9, $10, $11 FROM v \
-    RETURNING version_seq AS seq";
+/// PostgreSQL: the version, its ledger entry and the current-version pointer in one
+/// statement (the same rows the sea-query statements of the SQLite path write), so a write
+/// costs one round trip however many tables it touches.
+macro_rules! pg_append {
+    ($pointer:literal) => {
+        concat!(
+            "WITH v AS (",
+            "INSERT INTO resource_versions (resource_type, id, version, method, last_updated, content) ",
+            "VALUES ($1, $2, $3, $4, $5, $6) RETURNING seq), ",
+            "e AS (INSERT INTO ledger_entries (version_seq, resource_type, id, version, operation, ",
+            "content_hash, actor, recorded_at, request_id) ",
+            "SELECT seq, $1, $2, $3, $7, $8, $9, $10, $11 FROM v) ",
+            $pointer
+        )
+    };
+}
+const PG_APPEND_NEW: &str = pg_append!(
+    "INSERT INTO resources (resource_type, id, version, deleted, last_updated, seq) \
+     SELECT $1, $2, $3, $12, $5, seq FROM v RETURNING seq"
+);
+const PG_APPEND_NEXT: &str = pg_append!(
+    "UPDATE resources SET version = $3, deleted = $12, last_updated = $5, seq = v.seq FROM v \
+     WHERE resources.resource_type = $1 AND resources.id = $2 RETURNING v.seq AS seq"
+);
+
+/// How a new version becomes current.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pointer {
+    /// A new resource: insert its `resources` row.
+    Insert,
+    /// An existing (or claimed) resource: move its `resources` row. Carries the superseded
+    /// version's `last_updated`, which the new one must not precede.
+    Update(Option<i64>),
+}
 
 /// What a delete did.
 #[derive(Debug, Clone, PartialEq)]
@@ -100,24 +124,11 @@ impl WriteTx {
                 1,
                 WriteMethod::Create,
                 Some(resource),
-                None,
+                Pointer::Insert,
             )
             .await?;
         self.index(resource_type, &id, stamped.as_ref(), false)
             .await?;
-        let (sql, values) = resources_row(
-            resource_type,
-            &id,
-            1,
-            false,
-            micros(record.last_updated),
-            record.seq,
-        )
-        .build_any_sqlx(query_builder(self.backend));
-        sqlx::query_with(&sql, values)
-            .execute(&mut *self.tx)
-            .await
-            .map_err(StoreError::from_sqlx)?;
         Ok(record)
     }
 
@@ -142,10 +153,9 @@ impl WriteTx {
                 version,
                 WriteMethod::Update,
                 Some(resource),
-                head.map(|h| h.last_updated),
+                Pointer::Update(head.map(|h| h.last_updated)),
             )
             .await?;
-        self.point_to(&record).await?;
         let had_rows = head.is_some_and(|h| !h.deleted);
         self.index(resource_type, id, stamped.as_ref(), had_rows)
             .await?;
@@ -175,10 +185,9 @@ impl WriteTx {
                 head.version + 1,
                 WriteMethod::Delete,
                 None,
-                Some(head.last_updated),
+                Pointer::Update(Some(head.last_updated)),
             )
             .await?;
-        self.point_to(&record).await?;
         self.index(resource_type, id, None, true).await?;
         Ok(DeleteOutcome::Deleted(record))
     }
@@ -294,8 +303,12 @@ impl WriteTx {
         version: i64,
         method: WriteMethod,
         resource: Option<Value>,
-        previous_last_updated: Option<i64>,
+        pointer: Pointer,
     ) -> StoreResult<(VersionRecord, Option<Value>)> {
+        let previous_last_updated = match pointer {
+            Pointer::Insert => None,
+            Pointer::Update(previous) => previous,
+        };
         let last_updated = next_last_updated(previous_last_updated)?;
         let stamped = resource
             .map(|r| stamp(r, resource_type, id, version, last_updated))
@@ -317,7 +330,11 @@ impl WriteTx {
         let seq: i64 = if self.backend == Backend::Postgres {
             // One round trip for the version and its entry: the entry's cost on the write
             // path is then an index insert, not another network exchange.
-            sqlx::query(PG_APPEND_VERSION_AND_ENTRY)
+            let statement = match pointer {
+                Pointer::Insert => PG_APPEND_NEW,
+                Pointer::Update(_) => PG_APPEND_NEXT,
+            };
+            sqlx::query(statement)
                 .bind(resource_type)
                 .bind(id)
                 .bind(version)
@@ -329,6 +346,7 @@ impl WriteTx {
                 .bind(self.context.actor.as_str())
                 .bind(recorded_at)
                 .bind(self.context.request_id.as_str())
+                .bind(i64::from(method == WriteMethod::Delete))
                 .fetch_one(&mut *self.tx)
                 .await
                 .map_err(StoreError::from_sqlx)?
@@ -390,18 +408,36 @@ impl WriteTx {
                 .map_err(StoreError::from_sqlx)?;
             seq
         };
-        Ok((
-            VersionRecord {
-                seq,
-                resource_type: resource_type.to_owned(),
-                id: id.to_owned(),
-                version,
-                method,
-                last_updated,
-                content,
-            },
-            stamped,
-        ))
+        let record = VersionRecord {
+            seq,
+            resource_type: resource_type.to_owned(),
+            id: id.to_owned(),
+            version,
+            method,
+            last_updated,
+            content,
+        };
+        if self.backend != Backend::Postgres {
+            match pointer {
+                Pointer::Insert => {
+                    let (sql, values) = resources_row(
+                        resource_type,
+                        id,
+                        version,
+                        record.is_delete(),
+                        micros(last_updated),
+                        seq,
+                    )
+                    .build_any_sqlx(query_builder(self.backend));
+                    sqlx::query_with(&sql, values)
+                        .execute(&mut *self.tx)
+                        .await
+                        .map_err(StoreError::from_sqlx)?;
+                }
+                Pointer::Update(_) => self.point_to(&record).await?,
+            }
+        }
+        Ok((record, stamped))
     }
 }
 
