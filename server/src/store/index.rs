@@ -7,13 +7,13 @@
 //! values).
 
 use fhir::search::{DateRange, IndexValue, SearchRegistry};
-use sea_query::{Alias, Expr, Query, SimpleExpr};
+use sea_query::{Alias, Expr, Query, SimpleExpr, SqliteQueryBuilder};
 use sea_query_binder::SqlxBinder;
 use serde_json::{json, Value};
 use sqlx::{Any, Transaction};
 
 use super::schema::SearchIndex as S;
-use super::{micros, query_builder, Backend, StoreError, StoreResult};
+use super::{micros, Backend, StoreError, StoreResult};
 
 /// The index tables.
 pub(crate) const TABLES: [&str; 7] = [
@@ -223,11 +223,44 @@ pub(crate) async fn replace(
     had_rows: bool,
 ) -> StoreResult<()> {
     if backend != Backend::Postgres {
+        // SQLite runs each statement on its connection's worker thread: one batch of
+        // statements (values inlined, quoted and escaped by sea-query) is one hand-over
+        // instead of up to fourteen.
+        let mut batch = String::new();
         if had_rows {
-            clear(tx, backend, resource_type, id).await?;
+            for table in TABLES {
+                let delete = Query::delete()
+                    .from_table(Alias::new(table))
+                    .and_where(Expr::col(S::ResourceType).eq(resource_type))
+                    .and_where(Expr::col(S::Id).eq(id))
+                    .to_string(SqliteQueryBuilder);
+                batch.push_str(&delete);
+                batch.push_str(";\n");
+            }
         }
-        if let Some(rows) = rows {
-            insert(tx, backend, rows).await?;
+        for (table, table_rows) in rows
+            .map(|r| r.rows)
+            .unwrap_or_default()
+            .into_iter()
+            .enumerate()
+        {
+            for chunk in table_rows.chunks(CHUNK) {
+                let mut insert = Query::insert();
+                insert
+                    .into_table(Alias::new(TABLES[table]))
+                    .columns(columns(table).map(|(c, _)| c));
+                for row in chunk {
+                    insert.values_panic(row.iter().map(sql_value));
+                }
+                batch.push_str(&insert.to_string(SqliteQueryBuilder));
+                batch.push_str(";\n");
+            }
+        }
+        if !batch.is_empty() {
+            sqlx::raw_sql(&batch)
+                .execute(&mut **tx)
+                .await
+                .map_err(StoreError::from_sqlx)?;
         }
         return Ok(());
     }
@@ -250,52 +283,6 @@ pub(crate) async fn replace(
         .execute(&mut **tx)
         .await
         .map_err(StoreError::from_sqlx)?;
-    Ok(())
-}
-
-/// Removes every index row of `resource_type/id`.
-pub(crate) async fn clear(
-    tx: &mut Transaction<'static, Any>,
-    backend: Backend,
-    resource_type: &str,
-    id: &str,
-) -> StoreResult<()> {
-    for table in TABLES {
-        let (sql, values) = Query::delete()
-            .from_table(Alias::new(table))
-            .and_where(Expr::col(S::ResourceType).eq(resource_type))
-            .and_where(Expr::col(S::Id).eq(id))
-            .build_any_sqlx(query_builder(backend));
-        sqlx::query_with(&sql, values)
-            .execute(&mut **tx)
-            .await
-            .map_err(StoreError::from_sqlx)?;
-    }
-    Ok(())
-}
-
-/// Inserts the rows.
-pub(crate) async fn insert(
-    tx: &mut Transaction<'static, Any>,
-    backend: Backend,
-    rows: IndexRows,
-) -> StoreResult<()> {
-    for (table, table_rows) in rows.rows.into_iter().enumerate() {
-        for chunk in table_rows.chunks(CHUNK) {
-            let mut insert = Query::insert();
-            insert
-                .into_table(Alias::new(TABLES[table]))
-                .columns(columns(table).map(|(c, _)| c));
-            for row in chunk {
-                insert.values_panic(row.iter().map(sql_value));
-            }
-            let (sql, values) = insert.build_any_sqlx(query_builder(backend));
-            sqlx::query_with(&sql, values)
-                .execute(&mut **tx)
-                .await
-                .map_err(StoreError::from_sqlx)?;
-        }
-    }
     Ok(())
 }
 
