@@ -437,6 +437,17 @@ impl Validator<'_> {
                     );
                     return;
                 }
+                // datatypes.html#string: no characters below U+0020 except tab, CR and LF.
+                if s.chars()
+                    .any(|c| c < ' ' && !matches!(c, '\t' | '\r' | '\n'))
+                {
+                    self.push(
+                        IssueType::Value,
+                        path,
+                        format!("Element '{name}' contains a control character"),
+                    );
+                    return;
+                }
                 let ok = match ty {
                     "id" => primitives::is_valid_id(s),
                     "code" => primitives::is_valid_code(s),

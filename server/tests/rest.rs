@@ -594,6 +594,20 @@ async fn invalid_bodies_are_refused_with_outcomes(s: TestServer) {
     assert_eq!(res.status(), 413);
     outcome(res).await;
 
+    // Control characters (NUL above all, which PostgreSQL text cannot hold) are refused.
+    let res = send(r#"{"resourceType":"Patient","name":[{"family":"a\u0000b"}]}"#.into())
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 400);
+    let oo = outcome(res).await;
+    assert_eq!(
+        oo["issue"][0]["expression"][0], "Patient.name[0].family",
+        "{oo}"
+    );
+    let res = s.get("Patient?name=a%00b").send().await.unwrap();
+    assert_eq!(res.status(), 400);
+    outcome(res).await;
+
     // Nothing refused was stored.
     let history: Value = s
         .get("_history")

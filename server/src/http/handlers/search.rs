@@ -127,6 +127,17 @@ async fn search(
             })
         })
         .transpose()?;
+    // No FHIR value holds control characters, and PostgreSQL text cannot hold NUL.
+    if let Some((name, _)) = params
+        .0
+        .iter()
+        .find(|(k, v)| k.chars().chain(v.chars()).any(|c| c < ' ' && c != '\t'))
+    {
+        return Err(ApiError::BadRequest(format!(
+            "search parameter '{}' contains a control character",
+            name.escape_debug()
+        )));
+    }
     let rest: Vec<(String, String)> = params.0.into_iter().filter(|(k, _)| k != CURSOR).collect();
     let request = fhir::search::parse_search(
         fhir::search::r4_search(),
