@@ -414,7 +414,12 @@ impl Validator<'_> {
                 // With arbitrary_precision, the number prints as the literal that was sent.
                 let literal = n.to_string();
                 let ok = match ty {
-                    "decimal" => primitives::is_valid_decimal(&literal),
+                    // Beyond a double's range a value cannot be compared, searched or given
+                    // its RFC 8785 canonical form for notarization.
+                    "decimal" => {
+                        primitives::is_valid_decimal(&literal)
+                            && literal.parse::<f64>().is_ok_and(f64::is_finite)
+                    }
                     "positiveInt" => primitives::parse_integer(&literal).is_some_and(|i| i >= 1),
                     "unsignedInt" => primitives::parse_integer(&literal).is_some_and(|i| i >= 0),
                     _ => primitives::parse_integer(&literal).is_some(),

@@ -594,6 +594,22 @@ async fn invalid_bodies_are_refused_with_outcomes(s: TestServer) {
     assert_eq!(res.status(), 413);
     outcome(res).await;
 
+    // A decimal beyond a double's range cannot be hashed, compared or searched.
+    let res = s
+        .client
+        .post(s.url("Observation"))
+        .header("Content-Type", "application/fhir+json")
+        .body(r#"{"resourceType":"Observation","status":"final","code":{"text":"x"},"valueQuantity":{"value":1e400}}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 400);
+    let oo = outcome(res).await;
+    assert_eq!(
+        oo["issue"][0]["expression"][0], "Observation.valueQuantity.value",
+        "{oo}"
+    );
+
     // Control characters (NUL above all, which PostgreSQL text cannot hold) are refused.
     let res = send(r#"{"resourceType":"Patient","name":[{"family":"a\u0000b"}]}"#.into())
         .await
