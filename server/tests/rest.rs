@@ -761,6 +761,23 @@ async fn history_at_every_level_with_paging(s: TestServer) {
     unique.dedup();
     assert_eq!(unique.len(), 7);
 
+    let none: Value = s
+        .get("_history?_count=0")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(none.get("entry").is_none(), "{none}");
+    assert!(
+        !none["link"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|l| l["relation"] == "next"),
+        "_count=0 must not link to an endless chain of empty pages: {none}"
+    );
     let res = s.get("_history?_count=x").send().await.unwrap();
     assert_eq!(res.status(), 400);
     let res = s.get("Patient/no-such/_history").send().await.unwrap();

@@ -236,7 +236,8 @@ fn bundle(
         relation: "self",
         url: page_url(query.offset),
     }];
-    if page.has_more {
+    // `_count=0` asks for no entries: there is no next page of nothing.
+    if page.has_more && query.count > 0 {
         link.push(Link {
             relation: "next",
             url: page_url(query.offset + query.count),
