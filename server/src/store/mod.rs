@@ -391,7 +391,7 @@ impl Store {
         select
             .order_by((V::Table, V::Seq), Order::Desc)
             .limit(query.count + 1)
-            .offset(query.offset);
+            .offset(bindable(query.offset));
         let (sql, values) = select.build_any_sqlx(self.builder());
         let rows = sqlx::query_with(&sql, values).fetch_all(&self.read).await?;
         let mut versions = rows
@@ -426,6 +426,13 @@ impl Store {
             total,
         })
     }
+}
+
+/// A row count as SQL can take it: sqlx's `Any` binding holds integers as `i64` (and its
+/// sea-query binder panics beyond), while clients may send any `u64`. Nothing lies beyond
+/// `i64::MAX` rows anyway.
+pub(crate) fn bindable(n: u64) -> u64 {
+    n.min(i64::MAX as u64)
 }
 
 pub(crate) fn query_builder(backend: Backend) -> &'static dyn QueryBuilder {

@@ -291,7 +291,7 @@ impl Store {
             .order_by((m.clone(), R::Id), tie)
             .limit(query.count + 1);
         if let (Some(offset), None) = (req.offset, query.cursor) {
-            outer.offset(offset);
+            outer.offset(super::bindable(offset));
         }
         let (text, values) = outer.build_any_sqlx(self.builder());
         let rows = sqlx::query_with(&text, values)
