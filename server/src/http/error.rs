@@ -16,7 +16,7 @@
 //! | `PayloadTooLarge`                      | 413    | too-long        |
 //! | `UnsupportedMediaType`                 | 415    | not-supported   |
 //! | `Unprocessable`                        | 422    | processing      |
-//! | any other `StoreError`                 | 500    | exception       |
+//! | any other `StoreError`, `Internal`     | 500    | exception       |
 //!
 //! 500s are logged with their cause and answered with a generic message: no SQL, paths or
 //! internals reach a client.
@@ -79,6 +79,9 @@ pub enum ApiError {
     /// A storage failure.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// A fault of this server that is not the database's (a handler panicked).
+    #[error("{0}")]
+    Internal(String),
 }
 
 impl From<ValidationError> for ApiError {
@@ -119,7 +122,9 @@ impl ApiError {
                 IssueType::Conflict,
                 "another request changed the same resource at the same time; retry".into(),
             ),
-            ApiError::Store(_) => issue(IssueType::Exception, "internal server error".into()),
+            ApiError::Store(_) | ApiError::Internal(_) => {
+                issue(IssueType::Exception, "internal server error".into())
+            }
         }
     }
 }
@@ -143,7 +148,7 @@ impl ResponseError for ApiError {
             }
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            ApiError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::Store(_) | ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 

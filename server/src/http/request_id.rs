@@ -2,7 +2,10 @@
 //! sensible token or made fresh, echoed in the response and available to handlers (the
 //! ledger records it with every write).
 
+use std::panic::AssertUnwindSafe;
 use std::time::Instant;
+
+use futures_util::FutureExt;
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
@@ -45,7 +48,24 @@ pub async fn middleware(
         status = tracing::field::Empty,
     );
     let started = Instant::now();
-    let mut res = next.call(req).instrument(span.clone()).await?;
+    // A panic below is a bug; the client still gets an OperationOutcome, not a dropped
+    // connection, and the panic is logged with the request it happened in.
+    let outcome = AssertUnwindSafe(next.call(req).instrument(span.clone()))
+        .catch_unwind()
+        .await;
+    let mut res = match outcome {
+        Ok(res) => res?,
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            return Err(
+                super::error::ApiError::Internal(format!("handler panicked: {what}")).into(),
+            );
+        }
+    };
     let status = res.status().as_u16();
     span.record("status", status);
     span.in_scope(|| {
