@@ -5,6 +5,7 @@
 //! framework itself produces (unknown route, wrong method) are rewritten into
 //! OperationOutcomes by [`fhir_errors`].
 
+pub mod bundle;
 pub mod error;
 mod handlers;
 pub mod negotiate;

@@ -8,14 +8,13 @@
 //! Paging links carry `_snapshot`, the newest write the first page saw, so that writes made
 //! while a client pages do not shift entries between pages.
 
-use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Serialize;
 use serde_json::value::RawValue;
-use time::OffsetDateTime;
 
 use super::{known_type, valid_id};
-use crate::http::error::{ApiError, FHIR_JSON};
+use crate::http::bundle::{self, Link};
+use crate::http::error::ApiError;
 use crate::http::negotiate::{self, etag, Format, Params};
 use crate::http::response::base_url;
 use crate::http::AppState;
@@ -70,11 +69,7 @@ async fn history(
         }
     }
     let base = base_url(req, state);
-    let body = bundle(&base, req.path(), &params, &query, &page)?;
-    let text = if format.pretty { pretty(&body)? } else { body };
-    Ok(HttpResponse::Ok()
-        .insert_header((header::CONTENT_TYPE, FHIR_JSON))
-        .body(text))
+    bundle(&base, req.path(), &params, &query, &page, format)
 }
 
 fn parse_query<'a>(params: &Params, scope: HistoryScope<'a>) -> Result<HistoryQuery<'a>, ApiError> {
@@ -126,33 +121,6 @@ fn parse_query<'a>(params: &Params, scope: HistoryScope<'a>) -> Result<HistoryQu
 
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
-struct Bundle<'a> {
-    resource_type: &'static str,
-    id: String,
-    meta: BundleMeta,
-    #[serde(rename = "type")]
-    kind: &'static str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    total: Option<u64>,
-    link: Vec<Link>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    entry: Vec<Entry<'a>>,
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct BundleMeta {
-    last_updated: String,
-}
-
-#[derive(Serialize)]
-struct Link {
-    relation: &'static str,
-    url: String,
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
 struct Entry<'a> {
     full_url: String,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -181,7 +149,8 @@ fn bundle(
     params: &Params,
     query: &HistoryQuery<'_>,
     page: &HistoryPage,
-) -> Result<String, ApiError> {
+    format: Format,
+) -> Result<HttpResponse, ApiError> {
     let raw: Vec<Option<Box<RawValue>>> = page
         .versions
         .iter()
@@ -249,18 +218,7 @@ fn bundle(
             url: page_url(query.offset.saturating_sub(query.count)),
         });
     }
-    let bundle = Bundle {
-        resource_type: "Bundle",
-        id: uuid::Uuid::new_v4().to_string(),
-        meta: BundleMeta {
-            last_updated: fhir::primitives::format_instant(OffsetDateTime::now_utc()),
-        },
-        kind: "history",
-        total: page.total,
-        link,
-        entry,
-    };
-    serde_json::to_string(&bundle).map_err(|e| ApiError::Store(StoreError::Corrupt(e.to_string())))
+    bundle::respond("history", page.total, link, entry, format)
 }
 
 fn entry_request(v: &VersionRecord) -> EntryRequest {
@@ -272,13 +230,4 @@ fn entry_request(v: &VersionRecord) -> EntryRequest {
         method: v.method.as_str(),
         url,
     }
-}
-
-fn pretty(compact: &str) -> Result<String, ApiError> {
-    let value: serde_json::Value = serde_json::from_str(compact)
-        .map_err(|e| ApiError::Store(StoreError::Corrupt(e.to_string())))?;
-    Ok(crate::http::response::json_text(
-        &value,
-        Format { pretty: true },
-    ))
 }

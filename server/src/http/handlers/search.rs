@@ -19,12 +19,12 @@ use fhir::outcome::{Issue, IssueType, OperationOutcome, Severity};
 use fhir::search::{Criterion, Modifier, SearchRequest, SearchValue, Summary, TokenSearch};
 use serde::Serialize;
 use serde_json::value::RawValue;
-use time::OffsetDateTime;
 
 use super::known_type;
-use crate::http::error::{ApiError, FHIR_JSON};
+use crate::http::bundle::{self, Link};
+use crate::http::error::ApiError;
 use crate::http::negotiate::{self, Format, Params};
-use crate::http::response::{base_url, json_text, version_body, Projection};
+use crate::http::response::{base_url, version_body, Projection};
 use crate::http::AppState;
 use crate::store::search::{Cursor, SearchPage, SearchQuery};
 use crate::store::{StoreError, VersionRecord};
@@ -167,23 +167,15 @@ async fn search(
             count: request.count.map_or(DEFAULT_COUNT, u64::from),
         })
         .await?;
-    let body = bundle(
+    bundle(
         &base,
         resource_type,
         &request,
         cursor.as_ref(),
         &page,
         &projection,
-    )?;
-    let text = if format.pretty {
-        let value: serde_json::Value = serde_json::from_str(&body).map_err(corrupt)?;
-        json_text(&value, format)
-    } else {
-        body
-    };
-    Ok(HttpResponse::Ok()
-        .insert_header((header::CONTENT_TYPE, FHIR_JSON))
-        .body(text))
+        format,
+    )
 }
 
 /// Criteria the index cannot answer yet: `:of-type` (identifier type codings are not
@@ -232,33 +224,6 @@ fn corrupt(e: serde_json::Error) -> ApiError {
 
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
-struct Bundle<'a> {
-    resource_type: &'static str,
-    id: String,
-    meta: BundleMeta,
-    #[serde(rename = "type")]
-    kind: &'static str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    total: Option<u64>,
-    link: Vec<Link>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    entry: Vec<Entry<'a>>,
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct BundleMeta {
-    last_updated: String,
-}
-
-#[derive(Serialize)]
-struct Link {
-    relation: &'static str,
-    url: String,
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
 struct Entry<'a> {
     full_url: String,
     resource: &'a RawValue,
@@ -277,7 +242,8 @@ fn bundle(
     cursor: Option<&Cursor>,
     page: &SearchPage,
     projection: &Projection,
-) -> Result<String, ApiError> {
+    format: Format,
+) -> Result<HttpResponse, ApiError> {
     let raw = |v: &VersionRecord| -> Result<Box<RawValue>, ApiError> {
         let text = version_body(v, Format::default(), projection)?;
         RawValue::from_string(text).map_err(corrupt)
@@ -361,20 +327,10 @@ fn bundle(
             url: url(Some(previous)),
         });
     }
-    let bundle = Bundle {
-        resource_type: "Bundle",
-        id: uuid::Uuid::new_v4().to_string(),
-        meta: BundleMeta {
-            last_updated: fhir::primitives::format_instant(OffsetDateTime::now_utc()),
-        },
-        kind: "searchset",
-        total: if request.total == Some(fhir::search::TotalMode::None) {
-            None
-        } else {
-            page.total
-        },
-        link,
-        entry,
+    let total = if request.total == Some(fhir::search::TotalMode::None) {
+        None
+    } else {
+        page.total
     };
-    serde_json::to_string(&bundle).map_err(corrupt)
+    bundle::respond("searchset", total, link, entry, format)
 }
