@@ -11,11 +11,15 @@
 //! - [`outcome`]: OperationOutcome and its issue codes.
 //! - [`fhirpath`]: a compact FHIRPath evaluator for the subset the search parameters use.
 //! - [`search`]: the R4 search parameters and the index values extracted from a resource.
+//! - [`bundle`]: transaction and batch Bundles: entries, processing order, reference rewriting.
+//! - [`patch`]: JSON Patch and FHIRPath Patch applied to a resource.
 #![warn(missing_docs)]
 
+pub mod bundle;
 pub mod definitions;
 pub mod fhirpath;
 pub mod outcome;
+pub mod patch;
 pub mod primitives;
 pub mod search;
 pub mod summary;

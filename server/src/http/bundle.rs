@@ -46,14 +46,13 @@ fn corrupt(e: serde_json::Error) -> ApiError {
     ApiError::Store(StoreError::Corrupt(e.to_string()))
 }
 
-/// A 200 carrying a Bundle of type `kind` (a fresh id, `meta.lastUpdated` now).
-pub fn respond<E: Serialize>(
+/// A Bundle of type `kind` (a fresh id, `meta.lastUpdated` now), as compact JSON.
+pub fn render<E: Serialize>(
     kind: &'static str,
     total: Option<u64>,
     link: Vec<Link>,
     entry: Vec<E>,
-    format: Format,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<String, ApiError> {
     let bundle = Envelope {
         resource_type: "Bundle",
         id: uuid::Uuid::new_v4().to_string(),
@@ -65,15 +64,30 @@ pub fn respond<E: Serialize>(
         link,
         entry,
     };
-    let compact = serde_json::to_string(&bundle).map_err(corrupt)?;
-    let text = if format.pretty {
-        // Embedded raw resources are re-indented only by a parse.
-        let value: serde_json::Value = serde_json::from_str(&compact).map_err(corrupt)?;
-        json_text(&value, format)
-    } else {
-        compact
-    };
+    serde_json::to_string(&bundle).map_err(corrupt)
+}
+
+/// A 200 carrying a Bundle of type `kind` (see [`render`]).
+pub fn respond<E: Serialize>(
+    kind: &'static str,
+    total: Option<u64>,
+    link: Vec<Link>,
+    entry: Vec<E>,
+    format: Format,
+) -> Result<HttpResponse, ApiError> {
+    let compact = render(kind, total, link, entry)?;
     Ok(HttpResponse::Ok()
         .insert_header((header::CONTENT_TYPE, FHIR_JSON))
-        .body(text))
+        .body(formatted(compact, format)?))
+}
+
+/// Compact Bundle JSON, re-indented when `_pretty` asks for it (embedded raw resources
+/// are re-indented only by a parse).
+pub fn formatted(compact: String, format: Format) -> Result<String, ApiError> {
+    if format.pretty {
+        let value: serde_json::Value = serde_json::from_str(&compact).map_err(corrupt)?;
+        Ok(json_text(&value, format))
+    } else {
+        Ok(compact)
+    }
 }

@@ -17,6 +17,7 @@
 //! | `UnsupportedMediaType`                 | 415    | not-supported   |
 //! | `Unprocessable`                        | 422    | processing      |
 //! | any other `StoreError`, `Internal`     | 500    | exception       |
+//! | `InEntry` (a Bundle entry's error)     | the entry's error's, located in the Bundle |
 //!
 //! 500s are logged with their cause and answered with a generic message: no SQL, paths or
 //! internals reach a client.
@@ -82,6 +83,15 @@ pub enum ApiError {
     /// A fault of this server that is not the database's (a handler panicked).
     #[error("{0}")]
     Internal(String),
+    /// Entry `index` of a Bundle failed with `source`: answered as `source` is, with its
+    /// issues placed at `Bundle.entry[index]`.
+    #[error("Bundle.entry[{index}]: {source}")]
+    InEntry {
+        /// The entry's position in the Bundle.
+        index: usize,
+        /// What went wrong with it.
+        source: Box<ApiError>,
+    },
 }
 
 impl From<ValidationError> for ApiError {
@@ -91,8 +101,21 @@ impl From<ValidationError> for ApiError {
 }
 
 impl ApiError {
+    /// Places this error at entry `index` of a Bundle.
+    pub fn in_entry(self, index: usize) -> ApiError {
+        ApiError::InEntry {
+            index,
+            source: Box::new(self),
+        }
+    }
+
+    /// The HTTP status this error is answered with.
+    pub fn status(&self) -> StatusCode {
+        self.status_code()
+    }
+
     /// The outcome sent to the client.
-    fn outcome(&self) -> OperationOutcome {
+    pub fn outcome(&self) -> OperationOutcome {
         let issue = |code, msg: String| OperationOutcome::single(Issue::error(code, msg));
         match self {
             ApiError::Invalid(err) => OperationOutcome::from(err.issues.clone()),
@@ -125,6 +148,34 @@ impl ApiError {
             ApiError::Store(_) | ApiError::Internal(_) => {
                 issue(IssueType::Exception, "internal server error".into())
             }
+            ApiError::InEntry { index, source } => {
+                let mut outcome = source.outcome();
+                for issue in &mut outcome.issues {
+                    let at = format!("Bundle.entry[{index}]");
+                    issue.diagnostics = Some(match issue.diagnostics.take() {
+                        Some(d) => format!("{at}: {d}"),
+                        None => at.clone(),
+                    });
+                    issue.expression = if issue.expression.is_empty() {
+                        vec![at]
+                    } else {
+                        issue
+                            .expression
+                            .iter()
+                            .map(|e| match e.split_once('.') {
+                                // `Patient.name[0]` within the entry's resource.
+                                Some((head, rest))
+                                    if head.starts_with(|c: char| c.is_ascii_uppercase()) =>
+                                {
+                                    format!("{at}.resource.{rest}")
+                                }
+                                _ => format!("{at}.{e}"),
+                            })
+                            .collect()
+                    };
+                }
+                outcome
+            }
         }
     }
 }
@@ -149,6 +200,7 @@ impl ResponseError for ApiError {
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Store(_) | ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::InEntry { source, .. } => source.status_code(),
         }
     }
 
@@ -168,7 +220,7 @@ impl ResponseError for ApiError {
         if status == StatusCode::METHOD_NOT_ALLOWED {
             response.headers_mut().insert(
                 header::ALLOW,
-                HeaderValue::from_static("GET, POST, PUT, DELETE"),
+                HeaderValue::from_static("GET, POST, PUT, PATCH, DELETE"),
             );
         }
         response

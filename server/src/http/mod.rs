@@ -8,6 +8,7 @@
 pub mod bundle;
 pub mod error;
 mod handlers;
+pub mod interactions;
 pub mod negotiate;
 pub mod request_id;
 pub mod response;

@@ -204,7 +204,7 @@ pub fn etag(version: i64) -> String {
 /// Parses an entity tag holding a version (`W/"3"`, `"3"`), as sent in `If-Match` and
 /// `If-None-Match`. A bare `3` is accepted too: some clients (fhirpy) send the version id
 /// unquoted, and it can mean nothing else.
-fn parse_version_tag(raw: &str) -> Option<i64> {
+pub(crate) fn parse_version_tag(raw: &str) -> Option<i64> {
     let raw = raw.trim();
     let raw = raw.strip_prefix("W/").unwrap_or(raw);
     let unquoted = match raw.strip_prefix('"') {

@@ -443,7 +443,7 @@ pub(crate) fn query_builder(backend: Backend) -> &'static dyn QueryBuilder {
 }
 
 /// `SELECT <every version column> FROM resource_versions`.
-fn select_versions() -> sea_query::SelectStatement {
+pub(crate) fn select_versions() -> sea_query::SelectStatement {
     Query::select()
         .columns([
             (V::Table, V::Seq),
@@ -458,7 +458,7 @@ fn select_versions() -> sea_query::SelectStatement {
         .take()
 }
 
-fn version_from_row(row: &AnyRow) -> StoreResult<VersionRecord> {
+pub(crate) fn version_from_row(row: &AnyRow) -> StoreResult<VersionRecord> {
     Ok(VersionRecord {
         seq: row.try_get("seq")?,
         resource_type: row.try_get("resource_type")?,

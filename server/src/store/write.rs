@@ -117,17 +117,30 @@ impl WriteTx {
         resource: Value,
     ) -> StoreResult<VersionRecord> {
         let id = uuid::Uuid::new_v4().to_string();
+        self.create_as(resource_type, &id, resource).await
+    }
+
+    /// Creates a resource with an id the caller assigned beforehand (a transaction Bundle
+    /// assigns the ids of its new resources before writing any, so that references between
+    /// its entries can be rewritten). The id must be new: one already taken fails with
+    /// [`StoreError::Conflict`].
+    pub async fn create_as(
+        &mut self,
+        resource_type: &str,
+        id: &str,
+        resource: Value,
+    ) -> StoreResult<VersionRecord> {
         let (record, stamped) = self
             .append(
                 resource_type,
-                &id,
+                id,
                 1,
                 WriteMethod::Create,
                 Some(resource),
                 Pointer::Insert,
             )
             .await?;
-        self.index(resource_type, &id, stamped.as_ref(), false)
+        self.index(resource_type, id, stamped.as_ref(), false)
             .await?;
         Ok(record)
     }
@@ -143,6 +156,90 @@ impl WriteTx {
         resource: Value,
         if_match: Option<i64>,
     ) -> StoreResult<(VersionRecord, bool)> {
+        self.put(resource_type, id, resource, if_match, WriteMethod::Update)
+            .await
+    }
+
+    /// Writes the result of a PATCH as the next version of an existing resource (see
+    /// [`WriteTx::current`], which locks the version the patch applies to).
+    pub async fn patch(
+        &mut self,
+        resource_type: &str,
+        id: &str,
+        resource: Value,
+        if_match: Option<i64>,
+    ) -> StoreResult<VersionRecord> {
+        let (record, _) = self
+            .put(resource_type, id, resource, if_match, WriteMethod::Patch)
+            .await?;
+        Ok(record)
+    }
+
+    /// The current version of `resource_type/id`, read inside this transaction with its
+    /// row locked until commit, so that what a caller derives from it (a patch) is written
+    /// on top of exactly this version.
+    pub async fn current(
+        &mut self,
+        resource_type: &str,
+        id: &str,
+    ) -> StoreResult<Option<VersionRecord>> {
+        if self.lock_current(resource_type, id).await?.is_none() {
+            return Ok(None);
+        }
+        let (sql, values) = super::select_versions()
+            .inner_join(
+                R::Table,
+                Expr::col((R::Table, R::Seq)).equals((V::Table, V::Seq)),
+            )
+            .and_where(Expr::col((R::Table, R::ResourceType)).eq(resource_type))
+            .and_where(Expr::col((R::Table, R::Id)).eq(id))
+            .build_any_sqlx(query_builder(self.backend));
+        let row = sqlx::query_with(&sql, values)
+            .fetch_optional(&mut *self.tx)
+            .await
+            .map_err(StoreError::from_sqlx)?;
+        row.as_ref().map(super::version_from_row).transpose()
+    }
+
+    /// The ids of the current resources that match `request`'s criteria (its paging, sort
+    /// and includes are ignored), at most `limit` of them, as this transaction sees them:
+    /// its own uncommitted writes included. Conditional interactions decide with this.
+    pub async fn find(
+        &mut self,
+        request: &fhir::search::SearchRequest,
+        base_url: Option<&str>,
+        limit: u64,
+    ) -> StoreResult<Vec<String>> {
+        super::search::matching_ids(&mut self.tx, self.backend, request, base_url, limit).await
+    }
+
+    /// Serializes this transaction with every other one that takes the same `key` until
+    /// either commits: conditional creates and updates take their condition's key before
+    /// searching, so two racing ones cannot both find nothing and both create. PostgreSQL
+    /// takes a transaction-scoped advisory lock; SQLite's single writer already serializes.
+    pub async fn lock_key(&mut self, key: &str) -> StoreResult<()> {
+        if self.backend == Backend::Postgres {
+            // FNV-1a: a collision only serializes two unrelated conditions, harmlessly.
+            let hash = key.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+                (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+            });
+            sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                .bind(i64::from_ne_bytes(hash.to_ne_bytes()))
+                .execute(&mut *self.tx)
+                .await
+                .map_err(StoreError::from_sqlx)?;
+        }
+        Ok(())
+    }
+
+    async fn put(
+        &mut self,
+        resource_type: &str,
+        id: &str,
+        resource: Value,
+        if_match: Option<i64>,
+        method: WriteMethod,
+    ) -> StoreResult<(VersionRecord, bool)> {
         let head = self.lock_or_claim(resource_type, id).await?;
         check_precondition(head, if_match)?;
         let version = head.map_or(1, |h| h.version + 1);
@@ -151,7 +248,7 @@ impl WriteTx {
                 resource_type,
                 id,
                 version,
-                WriteMethod::Update,
+                method,
                 Some(resource),
                 Pointer::Update(head.map(|h| h.last_updated)),
             )

@@ -1,18 +1,21 @@
-//! delete: `DELETE [base]/[type]/[id]` (http.html#delete).
+//! delete: `DELETE [base]/[type]/[id]` (http.html#delete) and conditional delete
+//! `DELETE [base]/[type]?[search]` (http.html#cdelete).
 //!
-//! Deletion is versioned: a delete version is written, later reads answer 410 Gone, and
-//! vread of earlier versions keeps working. Answers 204 No Content, also when the resource
-//! does not exist or is already deleted (as the spec allows). `If-Match` makes it
-//! version-aware (412 on mismatch).
+//! A delete writes a delete version (history keeps every earlier one; reads answer 410).
+//! Deleting what does not exist or is already deleted writes nothing and still answers 204.
+//! `If-Match` makes it version-aware (412). A conditional delete removes every match (up to
+//! [`interactions::MAX_CONDITIONAL_DELETES`]; more is 412), as the CapabilityStatement's
+//! `conditionalDelete: multiple` declares.
 
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 
 use super::{known_type, valid_id, write_context};
 use crate::http::error::ApiError;
-use crate::http::negotiate::{self, etag};
+use crate::http::interactions::{self, Condition};
+use crate::http::negotiate::{self, etag, Params};
+use crate::http::response::base_url;
 use crate::http::AppState;
-use crate::store::DeleteOutcome;
 
 /// `DELETE [base]/[type]/[id]`.
 pub async fn delete(
@@ -24,11 +27,33 @@ pub async fn delete(
     let if_match = negotiate::if_match(req.headers())?;
 
     let mut tx = state.store.begin(write_context(&req)).await?;
-    let outcome = tx.delete(resource_type, id, if_match).await?;
+    let deleted = interactions::delete(&mut tx, resource_type, id, if_match).await?;
     tx.commit().await?;
 
     let mut response = HttpResponse::NoContent();
-    if let DeleteOutcome::Deleted(record) = outcome {
+    if let Some(record) = deleted {
+        response.insert_header((header::ETAG, etag(record.version)));
+    }
+    Ok(response.finish())
+}
+
+/// `DELETE [base]/[type]?[search]`.
+pub async fn conditional(
+    req: HttpRequest,
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let resource_type = known_type(&path)?;
+    let condition = Condition::parse(resource_type, &Params::parse(req.query_string()).0)?;
+
+    let base = base_url(&req, &state);
+    let mut tx = state.store.begin(write_context(&req)).await?;
+    let deleted =
+        interactions::conditional_delete(&mut tx, &base, resource_type, &condition).await?;
+    tx.commit().await?;
+
+    let mut response = HttpResponse::NoContent();
+    if let [record] = deleted.as_slice() {
         response.insert_header((header::ETAG, etag(record.version)));
     }
     Ok(response.finish())

@@ -6,9 +6,12 @@ mod health;
 mod history;
 mod ledger;
 mod metadata;
+mod patch;
 mod read;
 mod search;
+mod transaction;
 mod update;
+mod validate;
 
 use actix_web::http::header;
 use actix_web::http::StatusCode;
@@ -58,12 +61,22 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                     web::resource("/metadata").route(web::get().to(metadata::capability_statement)),
                 )
                 .service(web::resource("/_history").route(web::get().to(history::system)))
-                .service(web::resource(["", "/"]).route(web::get().to(search::system_get)))
+                .service(
+                    web::resource(["", "/"])
+                        .route(web::get().to(search::system_get))
+                        .route(web::post().to(transaction::transaction)),
+                )
                 .service(web::resource("/_search").route(web::post().to(search::system_post)))
                 .service(
                     web::resource("/{type}")
                         .route(web::get().to(search::type_get))
-                        .route(web::post().to(create::create)),
+                        .route(web::post().to(create::create))
+                        .route(web::put().to(update::conditional))
+                        .route(web::patch().to(patch::conditional))
+                        .route(web::delete().to(delete::conditional)),
+                )
+                .service(
+                    web::resource("/{type}/$validate").route(web::post().to(validate::type_level)),
                 )
                 .service(
                     web::resource("/{type}/_history").route(web::get().to(history::type_level)),
@@ -73,7 +86,12 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                     web::resource("/{type}/{id}")
                         .route(web::get().to(read::read))
                         .route(web::put().to(update::update))
+                        .route(web::patch().to(patch::patch))
                         .route(web::delete().to(delete::delete)),
+                )
+                .service(
+                    web::resource("/{type}/{id}/$validate")
+                        .route(web::post().to(validate::instance)),
                 )
                 .service(
                     web::resource("/{type}/{id}/_history").route(web::get().to(history::instance)),

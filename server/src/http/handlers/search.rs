@@ -22,7 +22,7 @@ use serde_json::value::RawValue;
 
 use super::known_type;
 use crate::http::bundle::{self, Link};
-use crate::http::error::ApiError;
+use crate::http::error::{ApiError, FHIR_JSON};
 use crate::http::negotiate::{self, Format, Params};
 use crate::http::response::{base_url, version_body, Projection};
 use crate::http::AppState;
@@ -119,6 +119,22 @@ async fn search(
     params: Params,
 ) -> Result<HttpResponse, ApiError> {
     let format = negotiate::negotiate(req, &params)?;
+    let base = base_url(req, state);
+    let compact = searchset(state, &base, resource_type, params, strict_handling(req)).await?;
+    Ok(HttpResponse::Ok()
+        .insert_header((header::CONTENT_TYPE, FHIR_JSON))
+        .body(bundle::formatted(compact, format)?))
+}
+
+/// Runs a search and renders its searchset Bundle (compact JSON): the REST search
+/// interactions and the GET entries of a Bundle share it.
+pub(super) async fn searchset(
+    state: &AppState,
+    base: &str,
+    resource_type: Option<&str>,
+    params: Params,
+    strict: bool,
+) -> Result<String, ApiError> {
     let cursor = params
         .single(CURSOR)?
         .map(|raw| {
@@ -139,13 +155,9 @@ async fn search(
         )));
     }
     let rest: Vec<(String, String)> = params.0.into_iter().filter(|(k, _)| k != CURSOR).collect();
-    let request = fhir::search::parse_search(
-        fhir::search::r4_search(),
-        resource_type,
-        &rest,
-        strict_handling(req),
-    )
-    .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let request =
+        fhir::search::parse_search(fhir::search::r4_search(), resource_type, &rest, strict)
+            .map_err(|e| ApiError::BadRequest(e.to_string()))?;
     if let Some(why) = request.criteria.iter().find_map(unsupported) {
         return Err(ApiError::BadRequest(why));
     }
@@ -157,24 +169,22 @@ async fn search(
         }
     }
     let projection = projection(&request)?;
-    let base = base_url(req, state);
     let page = state
         .store
         .search(&SearchQuery {
             request: &request,
-            base_url: Some(&base),
+            base_url: Some(base),
             cursor: cursor.as_ref(),
             count: request.count.map_or(DEFAULT_COUNT, u64::from),
         })
         .await?;
     bundle(
-        &base,
+        base,
         resource_type,
         &request,
         cursor.as_ref(),
         &page,
         &projection,
-        format,
     )
 }
 
@@ -242,8 +252,7 @@ fn bundle(
     cursor: Option<&Cursor>,
     page: &SearchPage,
     projection: &Projection,
-    format: Format,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<String, ApiError> {
     let raw = |v: &VersionRecord| -> Result<Box<RawValue>, ApiError> {
         let text = version_body(v, Format::default(), projection)?;
         RawValue::from_string(text).map_err(corrupt)
@@ -332,5 +341,5 @@ fn bundle(
     } else {
         page.total
     };
-    bundle::respond("searchset", total, link, entry, format)
+    bundle::render("searchset", total, link, entry)
 }

@@ -1,16 +1,19 @@
-//! update: `PUT [base]/[type]/[id]` (http.html#update), including update-as-create.
+//! update: `PUT [base]/[type]/[id]` (http.html#update), including update-as-create, and
+//! conditional update `PUT [base]/[type]?[search]` (http.html#cond-update).
 //!
 //! The body's id must equal the URL's. `If-Match: W/"n"` makes the update version-aware
 //! (412 unless n is current). Answers 200 for an update, 201 when the resource did not exist
 //! (or was deleted), with Location, ETag and Last-Modified; the body follows `Prefer`.
+//! A conditional update updates its one match, creates when nothing matches (at the body's
+//! id if it has one) and answers 412 when several match.
 
-use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
-use serde_json::Value;
 
 use super::{known_type, parse_resource, valid_id, write_context, write_response};
 use crate::http::error::ApiError;
+use crate::http::interactions::{self, Condition};
 use crate::http::negotiate::{self, Params};
+use crate::http::response::base_url;
 use crate::http::AppState;
 
 /// `PUT [base]/[type]/[id]`.
@@ -26,28 +29,42 @@ pub async fn update(
     negotiate::require_json_body(&req)?;
     let body = negotiate::read_body(&req, payload, state.max_body_bytes).await?;
     let resource = parse_resource(&body, resource_type)?;
-    match resource.get("id").and_then(Value::as_str) {
-        Some(body_id) if body_id == id => {}
-        Some(body_id) => {
-            return Err(ApiError::BadRequest(format!(
-                "the body's id '{body_id}' does not match the id '{id}' in the URL"
-            )))
-        }
-        None => {
-            return Err(ApiError::BadRequest(
-                "an update must carry the resource's id in the body".into(),
-            ))
-        }
-    }
 
     let mut tx = state.store.begin(write_context(&req)).await?;
-    let (record, created) = tx.update(resource_type, id, resource, if_match).await?;
+    let written = interactions::update(&mut tx, resource_type, id, resource, if_match).await?;
     tx.commit().await?;
 
-    let status = if created {
-        StatusCode::CREATED
-    } else {
-        StatusCode::OK
-    };
-    write_response(&req, &state, status, &record, format)
+    write_response(&req, &state, written.status, &written.record, format)
+}
+
+/// `PUT [base]/[type]?[search]`.
+pub async fn conditional(
+    req: HttpRequest,
+    path: web::Path<String>,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let resource_type = known_type(&path)?;
+    let params = Params::parse(req.query_string());
+    let format = negotiate::negotiate(&req, &params)?;
+    let condition = Condition::parse(resource_type, &params.0)?;
+    let if_match = negotiate::if_match(req.headers())?;
+    negotiate::require_json_body(&req)?;
+    let body = negotiate::read_body(&req, payload, state.max_body_bytes).await?;
+    let resource = parse_resource(&body, resource_type)?;
+
+    let base = base_url(&req, &state);
+    let mut tx = state.store.begin(write_context(&req)).await?;
+    let written = interactions::conditional_update(
+        &mut tx,
+        &base,
+        resource_type,
+        resource,
+        &condition,
+        if_match,
+    )
+    .await?;
+    tx.commit().await?;
+
+    write_response(&req, &state, written.status, &written.record, format)
 }

@@ -217,6 +217,30 @@ fn key_kinds(request: &SearchRequest) -> Vec<KeyKind> {
     }
 }
 
+/// The ids of the current resources matching `request`'s criteria, at most `limit`, read
+/// on `conn` (a write transaction's connection, which sees its own writes).
+pub(super) async fn matching_ids(
+    conn: &mut sqlx::AnyConnection,
+    backend: super::Backend,
+    request: &SearchRequest,
+    base_url: Option<&str>,
+    limit: u64,
+) -> StoreResult<Vec<String>> {
+    let r = Alias::new("r");
+    let filter = SqlBuilder::new(base_url).candidates(&r, request)?;
+    let (text, values) = Query::select()
+        .column((r.clone(), R::Id))
+        .from_as(R::Table, r.clone())
+        .cond_where(filter)
+        .order_by((r.clone(), R::Id), Order::Asc)
+        .limit(limit)
+        .build_any_sqlx(super::query_builder(backend));
+    let rows = sqlx::query_with(&text, values).fetch_all(conn).await?;
+    rows.iter()
+        .map(|row| Ok(row.try_get::<String, _>("id")?))
+        .collect()
+}
+
 impl Store {
     /// Runs a search: one page of matches, what its includes add, and the total if asked.
     pub async fn search(&self, query: &SearchQuery<'_>) -> StoreResult<SearchPage> {
