@@ -669,7 +669,7 @@ async fn unknown_routes_and_methods_answer_with_outcomes(s: TestServer) {
         .unwrap();
     assert_eq!(res.status(), 404);
     outcome(res).await;
-    let res = s.client.patch(s.url("Patient/x")).send().await.unwrap();
+    let res = s.client.post(s.url("Patient/x")).send().await.unwrap();
     assert_eq!(res.status(), 405);
     outcome(res).await;
     let res = s.get("Patient/bad$id").send().await.unwrap();

@@ -1,9 +1,11 @@
 //! capabilities: `GET [base]/metadata` (http.html#capabilities).
 //!
 //! The CapabilityStatement lists exactly what this server does: every R4 resource type with
-//! read, vread, update (including update-as-create), delete, create, history and search
-//! (with each indexed search parameter: name, type, definition); system history and search;
-//! versioned updates with `If-Match`; conditional read; JSON only.
+//! read, vread, update (including update-as-create), patch (JSON Patch and FHIRPath Patch),
+//! delete, create, history and search (with each indexed search parameter: name, type,
+//! definition); conditional create, update and delete (multiple); `$validate`; system
+//! history, search, transaction and batch; versioned updates with `If-Match`; conditional
+//! read; JSON only.
 
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -33,6 +35,7 @@ fn build(base: &str) -> Value {
         "read",
         "vread",
         "update",
+        "patch",
         "delete",
         "history-instance",
         "history-type",
@@ -59,10 +62,14 @@ fn build(base: &str) -> Value {
                 "versioning": "versioned-update",
                 "readHistory": true,
                 "updateCreate": true,
-                "conditionalCreate": false,
+                "conditionalCreate": true,
                 "conditionalRead": "full-support",
-                "conditionalUpdate": false,
-                "conditionalDelete": "not-supported",
+                "conditionalUpdate": true,
+                "conditionalDelete": "multiple",
+                "operation": [{
+                    "name": "validate",
+                    "definition": "http://hl7.org/fhir/OperationDefinition/Resource-validate",
+                }],
                 "searchInclude": includes,
                 "searchParam": search_params,
             })
@@ -82,7 +89,12 @@ fn build(base: &str) -> Value {
         "rest": [{
             "mode": "server",
             "resource": resources,
-            "interaction": [{ "code": "history-system" }, { "code": "search-system" }],
+            "interaction": [
+                { "code": "transaction" },
+                { "code": "batch" },
+                { "code": "history-system" },
+                { "code": "search-system" },
+            ],
         }],
     })
 }

@@ -18,6 +18,9 @@ use crate::http::error::{outcome_response, ApiError};
 use crate::http::negotiate;
 use crate::http::AppState;
 
+/// What a `$validate` body asks: the resource, the mode, the profile.
+type Request = (Option<Value>, Option<Mode>, Option<String>);
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Mode {
     Create,
@@ -58,7 +61,7 @@ async fn validate(
     let body = negotiate::read_body(req, payload, state.max_body_bytes).await?;
     let body: Value = serde_json::from_slice(&body)
         .map_err(|e| ApiError::BadRequest(format!("the body is not valid JSON: {e}")))?;
-    let (resource, mode) = unwrap_parameters(body, resource_type)?;
+    let (resource, mode, profile) = unwrap_parameters(body, resource_type)?;
     let mode = mode.unwrap_or(if id.is_some() {
         Mode::Update
     } else {
@@ -66,6 +69,16 @@ async fn validate(
     });
 
     let mut issues = Vec::new();
+    if let Some(profile) = profile {
+        issues.push(Issue {
+            severity: fhir::outcome::Severity::Warning,
+            code: IssueType::NotSupported,
+            diagnostics: Some(format!(
+                "validated against the base R4 definitions only; the profile {profile} was not checked"
+            )),
+            expression: Vec::new(),
+        });
+    }
     if mode == Mode::Delete {
         let Some(id) = id else {
             return Err(ApiError::BadRequest(
@@ -112,7 +125,10 @@ async fn validate(
             "$validate needs a resource (the body, or a 'resource' parameter)".into(),
         ));
     }
-    if issues.is_empty() {
+    if !issues
+        .iter()
+        .any(|i| i.severity == fhir::outcome::Severity::Error)
+    {
         issues.push(Issue::information(
             IssueType::Informational,
             "validation found no issues",
@@ -124,18 +140,17 @@ async fn validate(
     ))
 }
 
-/// The resource and mode of a `Parameters` body, or the body itself as the resource.
-fn unwrap_parameters(
-    body: Value,
-    resource_type: &str,
-) -> Result<(Option<Value>, Option<Mode>), ApiError> {
+/// The resource, mode and profile of a `Parameters` body, or the body itself as the
+/// resource.
+fn unwrap_parameters(body: Value, resource_type: &str) -> Result<Request, ApiError> {
     if resource_type == "Parameters"
         || body.get("resourceType").and_then(Value::as_str) != Some("Parameters")
     {
-        return Ok((Some(body), None));
+        return Ok((Some(body), None, None));
     }
     let mut resource = None;
     let mut mode = None;
+    let mut profile = None;
     for p in body
         .get("parameter")
         .and_then(Value::as_array)
@@ -161,9 +176,15 @@ fn unwrap_parameters(
                     }
                 });
             }
-            // `profile` and `usageContext`: validation is against the base R4 definitions.
+            Some("profile") => {
+                profile = p
+                    .get("valueUri")
+                    .or_else(|| p.get("valueCanonical"))
+                    .and_then(Value::as_str)
+                    .map(str::to_owned);
+            }
             _ => {}
         }
     }
-    Ok((resource, mode))
+    Ok((resource, mode, profile))
 }
