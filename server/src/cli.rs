@@ -32,6 +32,7 @@ pub fn main() -> ExitCode {
             LedgerCommand::PublicKey(args) => public_key(&args),
         },
         Command::Reindex(args) => run_async(reindex(args)),
+        Command::Import(args) => crate::import::main(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -46,7 +47,7 @@ fn run_async(fut: impl std::future::Future<Output = Result<(), String>>) -> Resu
     actix_web::rt::System::new().block_on(fut)
 }
 
-async fn open_store(db: &DatabaseArgs) -> Result<Store, String> {
+pub(crate) async fn open_store(db: &DatabaseArgs) -> Result<Store, String> {
     let store = Store::open(db.database_url.as_deref(), &db.data_dir, db.db_pool_size)
         .await
         .map_err(|e| format!("cannot open the database: {e}"))?;

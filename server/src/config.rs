@@ -28,6 +28,41 @@ pub enum Command {
     /// Rebuild the search indexes of current resources (after an upgrade that changes
     /// definitions or extraction), in short batches while the server keeps running.
     Reindex(ReindexArgs),
+    /// Load FHIR Bundles and NDJSON files (optionally .gz/.bz2) through the same validation
+    /// and notarization as the API, resumably.
+    Import(ImportArgs),
+}
+
+/// Options of `fhir-notary import`.
+#[derive(Debug, Clone, Args)]
+pub struct ImportArgs {
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub database: DatabaseArgs,
+
+    /// Files and directories to load. Each argument loads completely before the next
+    /// starts; the files of a directory load in name order, `--jobs` at a time.
+    #[arg(required = true)]
+    pub paths: Vec<std::path::PathBuf>,
+
+    /// Files loaded at the same time within one directory.
+    #[arg(long, env = "FHIR_NOTARY_IMPORT_JOBS", default_value_t = 2,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=64))]
+    pub jobs: usize,
+
+    /// Records (batch entries, NDJSON lines) per database transaction.
+    #[arg(long, env = "FHIR_NOTARY_IMPORT_CHUNK", default_value_t = 500,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=100_000))]
+    pub chunk: usize,
+
+    /// The server's public FHIR base URL: absolute references under it are local ones.
+    #[arg(long, env = "FHIR_NOTARY_BASE_URL", default_value = "http://127.0.0.1:8080/fhir",
+          value_parser = parse_base_url)]
+    pub base_url: String,
+
+    /// Forget the recorded progress of the named files and load them from the start.
+    #[arg(long)]
+    pub restart: bool,
 }
 
 /// Options of `fhir-notary reindex`.

@@ -5,6 +5,7 @@
 //! - [`cli`]: what each subcommand does; `main.rs` only calls [`cli::main`].
 //! - [`http`]: the actix application ([`http::app`]), handlers, errors as OperationOutcome.
 //! - [`store`]: the storage API in FHIR's terms over both databases.
+//! - [`import`]: `fhir-notary import`, bulk loading through the API's own Bundle processing.
 //! - [`notary`]: the node key, the block sealer, the full audit, proof verification.
 //! - [`logging`]: log output setup.
 //!
@@ -14,6 +15,7 @@
 pub mod cli;
 pub mod config;
 pub mod http;
+pub mod import;
 pub mod logging;
 pub mod notary;
 pub mod store;

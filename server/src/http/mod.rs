@@ -7,7 +7,7 @@
 
 pub mod bundle;
 pub mod error;
-mod handlers;
+pub(crate) mod handlers;
 pub mod interactions;
 pub mod negotiate;
 pub mod request_id;

@@ -30,6 +30,12 @@ const STEPS: &[Step] = &[
         include_str!("../../../migrations/sqlite/0003_search.sql"),
         include_str!("../../../migrations/postgres/0003_search.sql"),
     ),
+    (
+        4,
+        "import",
+        include_str!("../../../migrations/sqlite/0004_import.sql"),
+        include_str!("../../../migrations/postgres/0004_import.sql"),
+    ),
 ];
 
 #[derive(Debug)]

@@ -282,6 +282,26 @@ impl Store {
         Ok(WriteTx::new(tx, self.backend, context))
     }
 
+    /// How far `fhir-notary import` got in `source`: (records done, whether finished).
+    pub async fn import_position(&self, source: &str) -> StoreResult<Option<(i64, bool)>> {
+        use schema::ImportProgress as P;
+        let (sql, values) = Query::select()
+            .columns([P::Position, P::Finished])
+            .from(P::Table)
+            .and_where(Expr::col(P::Source).eq(source))
+            .build_any_sqlx(self.builder());
+        let row = sqlx::query_with(&sql, values)
+            .fetch_optional(&self.read)
+            .await?;
+        row.map(|row| {
+            Ok((
+                row.try_get::<i64, _>("position")?,
+                row.try_get::<i64, _>("finished")? != 0,
+            ))
+        })
+        .transpose()
+    }
+
     /// The current version of a resource (a delete if it was deleted), or `None` if it never
     /// existed.
     pub async fn read_current(

@@ -80,3 +80,13 @@ pub enum SearchIndex {
     Unit,
     Uri,
 }
+
+/// `import_progress`: how far `fhir-notary import` got in each source.
+#[derive(Debug, Clone, Copy, Iden)]
+pub enum ImportProgress {
+    Table,
+    Source,
+    Position,
+    Finished,
+    UpdatedAt,
+}

@@ -18,7 +18,9 @@ use serde_json::{Map, Value};
 use sqlx::{Any, Row, Transaction};
 use time::OffsetDateTime;
 
-use super::schema::{LedgerEntries as E, ResourceVersions as V, Resources as R};
+use super::schema::{
+    ImportProgress as P, LedgerEntries as E, ResourceVersions as V, Resources as R,
+};
 use super::{micros, query_builder, Backend, StoreError, StoreResult, VersionRecord, WriteMethod};
 
 /// PostgreSQL: the version, its ledger entry and the current-version pointer in one
@@ -211,6 +213,38 @@ impl WriteTx {
         limit: u64,
     ) -> StoreResult<Vec<String>> {
         super::search::matching_ids(&mut self.tx, self.backend, request, base_url, limit).await
+    }
+
+    /// Records that `fhir-notary import` has loaded `position` records of `source`
+    /// (`finished` once it all is), in this transaction: the progress commits exactly with
+    /// the resources it counts.
+    pub async fn set_import_position(
+        &mut self,
+        source: &str,
+        position: i64,
+        finished: bool,
+    ) -> StoreResult<()> {
+        let now = super::micros(OffsetDateTime::now_utc());
+        let (sql, values) = Query::insert()
+            .into_table(P::Table)
+            .columns([P::Source, P::Position, P::Finished, P::UpdatedAt])
+            .values_panic([
+                source.into(),
+                position.into(),
+                i64::from(finished).into(),
+                now.into(),
+            ])
+            .on_conflict(
+                OnConflict::column(P::Source)
+                    .update_columns([P::Position, P::Finished, P::UpdatedAt])
+                    .to_owned(),
+            )
+            .build_any_sqlx(query_builder(self.backend));
+        sqlx::query_with(&sql, values)
+            .execute(&mut *self.tx)
+            .await
+            .map_err(StoreError::from_sqlx)?;
+        Ok(())
     }
 
     /// Serializes this transaction with every other one that takes the same `key` until

@@ -9,7 +9,7 @@ mod metadata;
 mod patch;
 mod read;
 mod search;
-mod transaction;
+pub(crate) mod transaction;
 mod update;
 mod validate;
 

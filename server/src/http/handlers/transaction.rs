@@ -334,10 +334,13 @@ fn plan(entry: &mut Entry, base: &str) -> Result<Op, ApiError> {
 }
 
 /// One Bundle being processed.
-struct Run<'a> {
-    state: &'a AppState,
-    base: &'a str,
-    prefer: ReturnPreference,
+pub(crate) struct Run<'a> {
+    /// The server's state (its store).
+    pub state: &'a AppState,
+    /// The FHIR base URL references are relative to.
+    pub base: &'a str,
+    /// What response entries carry.
+    pub prefer: ReturnPreference,
 }
 
 impl Run<'_> {
@@ -347,6 +350,22 @@ impl Run<'_> {
         bundle: RequestBundle,
         context: crate::store::WriteContext,
     ) -> Result<Vec<ResponseEntry>, ApiError> {
+        let mut tx = self.state.store.begin(context).await?;
+        let (mut results, reads) = self.write_all(&mut tx, bundle).await?;
+        tx.commit().await?;
+        for (i, op) in reads {
+            results[i] = Some(self.read(op).await.unwrap_or_else(|e| error_entry(&e)));
+        }
+        Ok(results.into_iter().flatten().collect())
+    }
+
+    /// The writes of a transaction on `tx`, which the caller commits: each entry's response
+    /// (None for reads), and the reads, to run once the writes are committed.
+    async fn write_all(
+        &self,
+        tx: &mut WriteTx,
+        bundle: RequestBundle,
+    ) -> Result<(Vec<Option<ResponseEntry>>, Vec<(usize, Op)>), ApiError> {
         let order = bundle.processing_order();
         let mut entries = bundle.entries;
         let mut ops = Vec::with_capacity(entries.len());
@@ -356,7 +375,6 @@ impl Run<'_> {
             ));
         }
         let mut results: Vec<Option<ResponseEntry>> = entries.iter().map(|_| None).collect();
-        let mut tx = self.state.store.begin(context).await?;
         let mut references: HashMap<String, String> = HashMap::new();
 
         // DELETE first, so that what follows sees the deletions.
@@ -366,7 +384,7 @@ impl Run<'_> {
         {
             let op = ops[i].take();
             results[i] = Some(
-                self.write(&mut tx, op, None, &mut references)
+                self.write(tx, op, None, &mut references)
                     .await
                     .map_err(|e| e.in_entry(i))?,
             );
@@ -375,7 +393,7 @@ impl Run<'_> {
         let mut assigned: Vec<Option<Assigned>> = entries.iter().map(|_| None).collect();
         for &i in &order {
             let Some(op) = ops[i].as_mut() else { continue };
-            let target = self.assign(&mut tx, op).await.map_err(|e| e.in_entry(i))?;
+            let target = self.assign(tx, op).await.map_err(|e| e.in_entry(i))?;
             if let (Some(full_url), Some(reference)) =
                 (&entries[i].full_url, target_reference(op, target.as_ref()))
             {
@@ -392,19 +410,44 @@ impl Run<'_> {
             }
             let op = ops[i].take();
             results[i] = Some(
-                self.write(&mut tx, op, assigned[i].take(), &mut references)
+                self.write(tx, op, assigned[i].take(), &mut references)
                     .await
                     .map_err(|e| e.in_entry(i))?,
             );
         }
-        tx.commit().await?;
+        let reads = order
+            .into_iter()
+            .filter_map(|i| ops[i].take().map(|op| (i, op)))
+            .collect();
+        Ok((results, reads))
+    }
 
-        for &i in &order {
-            if let Some(op) = ops[i].take() {
-                results[i] = Some(self.read(op).await.unwrap_or_else(|e| error_entry(&e)));
-            }
+    /// For `fhir-notary import`: the writes of a transaction Bundle on `tx`, which the
+    /// caller commits. Returns (writes, reads skipped): reads mean nothing to an import.
+    pub(crate) async fn import_transaction(
+        &self,
+        tx: &mut WriteTx,
+        bundle: RequestBundle,
+    ) -> Result<(usize, usize), ApiError> {
+        let (results, reads) = self.write_all(tx, bundle).await?;
+        Ok((results.iter().flatten().count(), reads.len()))
+    }
+
+    /// For `fhir-notary import`: one write entry (of a batch Bundle, or an NDJSON line) on
+    /// `tx`, which the caller commits. Returns false for a read, which is skipped.
+    pub(crate) async fn import_entry(
+        &self,
+        tx: &mut WriteTx,
+        entry: &mut Entry,
+    ) -> Result<bool, ApiError> {
+        let mut op = plan(entry, self.base)?;
+        if matches!(op, Op::Read { .. } | Op::Search { .. }) {
+            return Ok(false);
         }
-        Ok(results.into_iter().flatten().collect())
+        let assigned = self.assign(tx, &mut op).await?;
+        self.write(tx, Some(op), assigned, &mut HashMap::new())
+            .await?;
+        Ok(true)
     }
 
     /// Each entry on its own; a failure is that entry's response.
