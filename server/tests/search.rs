@@ -286,6 +286,22 @@ async fn tokens(s: TestServer) {
     assert_eq!(res.status(), 204);
     assert_eq!(p(&[("gender:missing", "true")]).await, of(&[]));
     assert_eq!(p(&[("_id", "p1,p4")]).await, of(&["p1"]));
+    // `:of-type`: the identifier's type coding and its value, together.
+    let v2 = "http://terminology.hl7.org/CodeSystem/v2-0203";
+    put(
+        &s,
+        json!({"resourceType": "Patient", "id": "p5", "gender": "other", "identifier": [
+            {"type": {"coding": [{"system": v2, "code": "MR"}]}, "system": "http://hospital/mrn", "value": "555"},
+            {"type": {"coding": [{"system": v2, "code": "DL"}]}, "value": "777"}]}),
+    )
+    .await;
+    const MR555: &str = "http://terminology.hl7.org/CodeSystem/v2-0203|MR|555";
+    const MR777: &str = "http://terminology.hl7.org/CodeSystem/v2-0203|MR|777";
+    const EITHER: &str = "http://terminology.hl7.org/CodeSystem/v2-0203|DL|777,http://x|MR|555";
+    assert_eq!(p(&[("identifier:of-type", MR555)]).await, of(&["p5"]));
+    assert_eq!(p(&[("identifier:of-type", MR777)]).await, of(&[]));
+    assert_eq!(p(&[("identifier:of-type", EITHER)]).await, of(&["p5"]));
+    assert_eq!(p(&[("identifier", "555")]).await, of(&["p5"]));
 }
 
 async fn dates(s: TestServer) {

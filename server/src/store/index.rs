@@ -12,6 +12,9 @@ use sea_query_binder::SqlxBinder;
 use serde_json::{json, Value};
 use sqlx::{Any, Transaction};
 
+/// The `param` suffix of the token rows `:of-type` searches (`identifier:of-type`).
+pub(crate) const OF_TYPE_SUFFIX: &str = ":of-type";
+
 use super::schema::SearchIndex as S;
 use super::{micros, Backend, StoreError, StoreResult};
 
@@ -82,7 +85,26 @@ impl IndexRows {
         };
         let (table, row) = match value {
             IndexValue::String(s) => (0, key(vec![json!(s.normalized), json!(s.exact)])),
-            IndexValue::Token(t) => (1, key(vec![json!(t.system), json!(t.code), json!(t.text)])),
+            IndexValue::Token(t) => {
+                // `:of-type` rows: one per Identifier.type coding, under `<param>:of-type`,
+                // with the type's system and `<type code>|<value>` as the code.
+                if let Some(value) = &t.code {
+                    for (system, code) in &t.identifier_type {
+                        let of_type = format!("{param}{OF_TYPE_SUFFIX}");
+                        let row = vec![
+                            json!(resource_type),
+                            json!(id),
+                            json!(of_type),
+                            json!(grp),
+                            json!(system),
+                            json!(format!("{}|{value}", code.as_deref().unwrap_or(""))),
+                            Value::Null,
+                        ];
+                        self.rows[1].push(row);
+                    }
+                }
+                (1, key(vec![json!(t.system), json!(t.code), json!(t.text)]))
+            }
             IndexValue::Reference(r) => {
                 if r.contained {
                     return;

@@ -16,7 +16,7 @@
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 use fhir::outcome::{Issue, IssueType, OperationOutcome, Severity};
-use fhir::search::{Criterion, Modifier, SearchRequest, SearchValue, Summary, TokenSearch};
+use fhir::search::{SearchRequest, Summary};
 use serde::Serialize;
 use serde_json::value::RawValue;
 
@@ -158,9 +158,6 @@ pub(super) async fn searchset(
     let request =
         fhir::search::parse_search(fhir::search::r4_search(), resource_type, &rest, strict)
             .map_err(|e| ApiError::BadRequest(e.to_string()))?;
-    if let Some(why) = request.criteria.iter().find_map(unsupported) {
-        return Err(ApiError::BadRequest(why));
-    }
     if let Some(c) = &cursor {
         if !c.fits(&request) {
             return Err(ApiError::BadRequest(format!(
@@ -186,28 +183,6 @@ pub(super) async fn searchset(
         &page,
         &projection,
     )
-}
-
-/// Criteria the index cannot answer yet: `:of-type` (identifier type codings are not
-/// indexed).
-fn unsupported(c: &Criterion) -> Option<String> {
-    match c {
-        Criterion::Match(m) if m.modifier == Some(Modifier::OfType) => Some(format!(
-            "the modifier `:of-type` on `{}` is not supported yet",
-            m.param.code
-        )),
-        Criterion::Match(m)
-            if m.values
-                .iter()
-                .any(|v| matches!(v, SearchValue::Token(TokenSearch::OfType { .. }))) =>
-        {
-            Some("`:of-type` is not supported yet".into())
-        }
-        Criterion::Chain { criterion, .. } | Criterion::Has { criterion, .. } => {
-            unsupported(criterion)
-        }
-        _ => None,
-    }
 }
 
 /// `_summary` (but `count`) and `_elements` as the read handlers apply them.

@@ -145,7 +145,12 @@ impl<'a> SqlBuilder<'a> {
                 for v in &m.values {
                     any = any.add(self.value(&s, m.modifier.as_ref(), v)?);
                 }
-                let exists = Expr::exists(self.rows(&s, r, m.param.kind, &m.param.code, any));
+                let param = if m.modifier == Some(Modifier::OfType) {
+                    format!("{}{}", m.param.code, super::super::index::OF_TYPE_SUFFIX)
+                } else {
+                    m.param.code.clone()
+                };
+                let exists = Expr::exists(self.rows(&s, r, m.param.kind, &param, any));
                 if m.modifier == Some(Modifier::Not) {
                     Cond::all().add(exists).not()
                 } else {
@@ -323,11 +328,13 @@ impl<'a> SqlBuilder<'a> {
             SearchValue::Token(TokenSearch::Text(text)) => {
                 cond.add(like(col("text"), format!("{}%", escape_like(text))))
             }
-            SearchValue::Token(other) => {
-                return Err(StoreError::Corrupt(format!(
-                    "a token search this server cannot run: {other:?}"
-                )))
-            }
+            SearchValue::Token(TokenSearch::OfType {
+                system,
+                code,
+                value,
+            }) => cond
+                .add(col("system").eq(system.as_str()))
+                .add(col("code").eq(format!("{code}|{value}"))),
             SearchValue::Reference(reference) => self.reference(s, reference),
             SearchValue::Date(d) => {
                 let (s0, e0) = (micros(d.start), micros(d.end));
