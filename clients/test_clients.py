@@ -5,7 +5,7 @@ references it, read, update, vread, page the instance and type history with `_co
 following the Bundle's `next` links, and delete (after which a read must fail with 410).
 
 The server's base URL comes from FHIR_BASE (clients/run starts a server and sets it).
-Search is not implemented yet (GET /Patient answers 405), so nothing here uses the
+Search has its own suite, test_search.py (fhirpy); nothing here uses the
 clients' search APIs (fhirpy's `client.resources(...)`, fhirclient's `FHIRSearch`).
 """
 
