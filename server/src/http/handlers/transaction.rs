@@ -462,7 +462,7 @@ impl Run<'_> {
         for i in order {
             let outcome = match plan(&mut entries[i], self.base) {
                 Ok(op @ (Op::Read { .. } | Op::Search { .. })) => self.read(op).await,
-                Ok(mut op) => self.write_alone(&mut op, context.clone()).await,
+                Ok(op) => self.write_alone(op, context.clone()).await,
                 Err(e) => Err(e),
             };
             results[i] = Some(outcome.unwrap_or_else(|e| error_entry(&e)));
@@ -473,18 +473,11 @@ impl Run<'_> {
     /// A batch entry's write, in its own database transaction.
     async fn write_alone(
         &self,
-        op: &mut Op,
+        mut op: Op,
         context: crate::store::WriteContext,
     ) -> Result<ResponseEntry, ApiError> {
         let mut tx = self.state.store.begin(context).await?;
-        let assigned = self.assign(&mut tx, op).await?;
-        let op = std::mem::replace(
-            op,
-            Op::Search {
-                ty: None,
-                query: Vec::new(),
-            },
-        );
+        let assigned = self.assign(&mut tx, &mut op).await?;
         let entry = self
             .write(&mut tx, Some(op), assigned, &mut HashMap::new())
             .await?;
