@@ -60,6 +60,8 @@ SMART_SCOPES = [
     "patient/*.read", "patient/*.rs", "user/*.read", "user/*.rs", "user/*.*", "user/*.cruds",
     "system/*.read", "system/*.rs", "system/*.*", "system/*.cruds",
 ]
+# Keycloak's own rule for client scope names (ClientScopeResource.scopeNamePattern).
+SCOPE_NAME = re.compile(r"[\x21\x23-\x5B\x5D-\x7E]+")
 SECRET_NAME = re.compile(r"PASSWORD|SECRET|TOKEN|KEY$")
 PLACEHOLDER = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 INTERPOLATION = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(:?[-?+])?[^}]*\}")
@@ -260,6 +262,13 @@ def check_realm(inp: Inputs) -> list[str]:
     for name in SMART_SCOPES:
         if name != "openid" and name not in scopes:
             errors.append(f"realm: no client scope {name}")
+    for name in scopes:
+        if not SCOPE_NAME.fullmatch(name):
+            errors.append(f"realm: Keycloak refuses the client scope name {name!r} (space, quote or backslash)")
+    for u in users:
+        for role in u.get("realmRoles", []):
+            if role not in roles:
+                errors.append(f"realm: user {u.get('username')} holds undefined role {role}")
 
     clients = {c["clientId"]: c for c in realm.get("clients", [])}
     for c in clients.values():
@@ -404,6 +413,8 @@ def self_test() -> None:
         "role without user": lambda i: [u["realmRoles"].remove("auditor") for u in i.realm["users"] if "auditor" in u.get("realmRoles", [])],
         "literal demo password": lambda i: i.realm["users"][0]["credentials"][0].update(value="password"),
         "no patient claim": lambda i: [s.pop("protocolMappers", None) for s in i.realm["clientScopes"] if s["name"] == "launch/patient"],
+        "scope name with a space": lambda i: i.realm["clientScopes"][-1].update(name="user/*.read write"),
+        "user with an undefined role": lambda i: i.realm["users"][0]["realmRoles"].append("nurse"),
         "missing SMART scope": lambda i: i.realm.update(clientScopes=[s for s in i.realm["clientScopes"] if s["name"] != "user/*.cruds"]),
         "audience mismatch": lambda i: i.compose["services"]["fhir-notary"]["environment"].update(FHIR_NOTARY_OIDC_AUDIENCE="other"),
         "issuer mismatch": lambda i: i.compose["services"]["fhir-notary"]["environment"].update(FHIR_NOTARY_OIDC_ISSUER="http://keycloak:8180/realms/master"),
