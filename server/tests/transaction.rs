@@ -253,6 +253,31 @@ async fn conditional_references_and_if_none_exist(s: TestServer) {
         .as_str()
         .unwrap()
         .contains("ambiguous"));
+    // A conditional reference sees what the same transaction created before it.
+    let res = send(
+        &s,
+        &transaction(vec![
+            post(
+                "urn:uuid:new-doc",
+                json!({"resourceType": "Practitioner", "identifier": [{"system": npi, "value": "1234567893"}]}),
+            ),
+            post(
+                "urn:uuid:y",
+                json!({"resourceType": "Encounter", "status": "finished", "class": {"code": "AMB"},
+                       "participant": [{"individual": {"reference": format!("Practitioner?identifier={npi}|1234567893")}}]}),
+            ),
+        ]),
+    )
+    .await;
+    assert_eq!(res.status(), 200);
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(
+        body["entry"][1]["resource"]["participant"][0]["individual"]["reference"],
+        format!(
+            "Practitioner/{}",
+            body["entry"][0]["resource"]["id"].as_str().unwrap()
+        )
+    );
     // An unknown search parameter in a condition is refused, not ignored.
     let res = send(
         &s,

@@ -12,11 +12,11 @@ use sea_query_binder::SqlxBinder;
 use serde_json::{json, Value};
 use sqlx::{Any, Transaction};
 
-/// The `param` suffix of the token rows `:of-type` searches (`identifier:of-type`).
-pub(crate) const OF_TYPE_SUFFIX: &str = ":of-type";
-
 use super::schema::SearchIndex as S;
 use super::{micros, Backend, StoreError, StoreResult};
+
+/// The `param` suffix of the token rows `:of-type` searches (`identifier:of-type`).
+pub(crate) const OF_TYPE_SUFFIX: &str = ":of-type";
 
 /// The index tables.
 pub(crate) const TABLES: [&str; 7] = [
@@ -142,6 +142,13 @@ impl IndexRows {
             IndexValue::Composite(_) => return,
         };
         self.rows[table].push(row);
+    }
+
+    /// Adds the rows of another resource, so that one statement writes both.
+    pub(crate) fn append(&mut self, other: IndexRows) {
+        for (mine, theirs) in self.rows.iter_mut().zip(other.rows) {
+            mine.extend(theirs);
+        }
     }
 
     /// Number of rows.

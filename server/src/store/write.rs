@@ -48,6 +48,34 @@ const PG_APPEND_NEXT: &str = pg_append!(
      WHERE resources.resource_type = $1 AND resources.id = $2 RETURNING v.seq AS seq"
 );
 
+/// PostgreSQL: many new resources (version 1 each), their ledger entries and their
+/// current-version pointers in one statement, the rows given as one JSON array.
+const PG_CREATE_MANY: &str = "\
+WITH input AS (SELECT * FROM json_to_recordset($1::json) \
+    AS x(ord BIGINT, resource_type TEXT, id TEXT, content TEXT, content_hash TEXT)), \
+v AS (INSERT INTO resource_versions (resource_type, id, version, method, last_updated, content) \
+    SELECT resource_type, id, 1, $2, $3, content FROM input ORDER BY ord \
+    RETURNING seq, resource_type, id), \
+e AS (INSERT INTO ledger_entries (version_seq, resource_type, id, version, operation, \
+    content_hash, actor, recorded_at, request_id) \
+    SELECT v.seq, v.resource_type, v.id, 1, $4, input.content_hash, $5, $6, $7 \
+    FROM v JOIN input ON input.resource_type = v.resource_type AND input.id = v.id \
+    ORDER BY v.seq), \
+r AS (INSERT INTO resources (resource_type, id, version, deleted, last_updated, seq) \
+    SELECT resource_type, id, 1, 0, $3, seq FROM v) \
+SELECT seq, resource_type, id FROM v";
+
+/// A resource to create with an id assigned beforehand (see [`WriteTx::create_many`]).
+#[derive(Debug, Clone)]
+pub struct NewResource {
+    /// Its type.
+    pub resource_type: String,
+    /// Its new id.
+    pub id: String,
+    /// Its content, validated.
+    pub resource: Value,
+}
+
 /// How a new version becomes current.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Pointer {
@@ -120,6 +148,101 @@ impl WriteTx {
     ) -> StoreResult<VersionRecord> {
         let id = uuid::Uuid::new_v4().to_string();
         self.create_as(resource_type, &id, resource).await
+    }
+
+    /// Creates many resources with ids assigned beforehand, as [`WriteTx::create_as`] would
+    /// one by one, in the order given. On PostgreSQL the versions, ledger entries and
+    /// pointers of all of them are one statement and their index rows another: a
+    /// transaction Bundle of 2,000 creates costs two round trips, not 4,000.
+    pub async fn create_many(
+        &mut self,
+        items: Vec<NewResource>,
+    ) -> StoreResult<Vec<VersionRecord>> {
+        if self.backend != Backend::Postgres {
+            let mut records = Vec::with_capacity(items.len());
+            for item in items {
+                records.push(
+                    self.create_as(&item.resource_type, &item.id, item.resource)
+                        .await?,
+                );
+            }
+            return Ok(records);
+        }
+        if items.is_empty() {
+            return Ok(Vec::new());
+        }
+        let last_updated = next_last_updated(None)?;
+        let mut rows = Vec::with_capacity(items.len());
+        let mut contents = Vec::with_capacity(items.len());
+        let mut index = super::index::IndexRows::default();
+        for (ord, item) in items.into_iter().enumerate() {
+            let stamped = stamp(
+                item.resource,
+                &item.resource_type,
+                &item.id,
+                1,
+                last_updated,
+            )?;
+            let hash = ledger::canonical::content_hash(&stamped).map_err(|e| {
+                StoreError::Corrupt(format!(
+                    "cannot hash {}/{}: {e}",
+                    item.resource_type, item.id
+                ))
+            })?;
+            let content =
+                serde_json::to_string(&stamped).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            index.append(super::index::IndexRows::extract(
+                fhir::search::r4_search(),
+                &item.resource_type,
+                &item.id,
+                &stamped,
+            ));
+            rows.push(serde_json::json!({
+                "ord": ord,
+                "resource_type": item.resource_type,
+                "id": item.id,
+                "content": content,
+                "content_hash": hex::encode(hash),
+            }));
+            contents.push((item.resource_type, item.id, content));
+        }
+        let returned = sqlx::query(PG_CREATE_MANY)
+            .bind(Value::Array(rows).to_string())
+            .bind(WriteMethod::Create.as_str())
+            .bind(micros(last_updated))
+            .bind(super::ledger::operation_name(WriteMethod::Create))
+            .bind(self.context.actor.as_str())
+            .bind(fhir::primitives::format_instant(last_updated))
+            .bind(self.context.request_id.as_str())
+            .fetch_all(&mut *self.tx)
+            .await
+            .map_err(StoreError::from_sqlx)?;
+        let mut seqs = std::collections::HashMap::with_capacity(returned.len());
+        for row in &returned {
+            let key: (String, String) = (row.try_get("resource_type")?, row.try_get("id")?);
+            seqs.insert(key, row.try_get::<i64, _>("seq")?);
+        }
+        super::index::replace(&mut self.tx, self.backend, "", "", Some(index), false).await?;
+        contents
+            .into_iter()
+            .map(|(resource_type, id, content)| {
+                let seq = seqs
+                    .get(&(resource_type.clone(), id.clone()))
+                    .copied()
+                    .ok_or_else(|| {
+                        StoreError::Corrupt(format!("{resource_type}/{id} was not written"))
+                    })?;
+                Ok(VersionRecord {
+                    seq,
+                    resource_type,
+                    id,
+                    version: 1,
+                    method: WriteMethod::Create,
+                    last_updated,
+                    content: Some(content),
+                })
+            })
+            .collect()
     }
 
     /// Creates a resource with an id the caller assigned beforehand (a transaction Bundle

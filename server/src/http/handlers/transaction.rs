@@ -43,7 +43,7 @@ use crate::http::interactions::{self, Condition, PatchBody};
 use crate::http::negotiate::{self, etag, Params, ReturnPreference};
 use crate::http::response::base_url;
 use crate::http::AppState;
-use crate::store::{StoreError, VersionRecord, WriteTx};
+use crate::store::{NewResource, StoreError, VersionRecord, WriteTx};
 
 /// `POST [base]` with a transaction or batch Bundle.
 pub async fn transaction(
@@ -401,6 +401,10 @@ impl Run<'_> {
             }
             assigned[i] = target;
         }
+        // New resources are written together (one statement on PostgreSQL), flushed before
+        // anything that could observe them: an update, a patch, or a conditional
+        // reference still to be looked up.
+        let mut pending: Vec<(usize, NewResource)> = Vec::new();
         for &i in &order {
             if !matches!(
                 entries[i].method,
@@ -408,18 +412,65 @@ impl Run<'_> {
             ) {
                 continue;
             }
-            let op = ops[i].take();
-            results[i] = Some(
-                self.write(tx, op, assigned[i].take(), &mut references)
-                    .await
-                    .map_err(|e| e.in_entry(i))?,
-            );
+            match (ops[i].take(), assigned[i].take()) {
+                (
+                    Some(Op::Create {
+                        ty, mut resource, ..
+                    }),
+                    Some(Assigned::New(id)),
+                ) => {
+                    if has_unresolved(&resource, &references) {
+                        self.flush(tx, &mut pending, &mut results).await?;
+                    }
+                    self.resolve(tx, &mut resource, &mut references)
+                        .await
+                        .map_err(|e| e.in_entry(i))?;
+                    pending.push((
+                        i,
+                        NewResource {
+                            resource_type: ty,
+                            id,
+                            resource,
+                        },
+                    ));
+                }
+                (op, target) => {
+                    self.flush(tx, &mut pending, &mut results).await?;
+                    results[i] = Some(
+                        self.write(tx, op, target, &mut references)
+                            .await
+                            .map_err(|e| e.in_entry(i))?,
+                    );
+                }
+            }
         }
+        self.flush(tx, &mut pending, &mut results).await?;
         let reads = order
             .into_iter()
             .filter_map(|i| ops[i].take().map(|op| (i, op)))
             .collect();
         Ok((results, reads))
+    }
+
+    /// Writes the pending new resources of a transaction and fills in their responses.
+    async fn flush(
+        &self,
+        tx: &mut WriteTx,
+        pending: &mut Vec<(usize, NewResource)>,
+        results: &mut [Option<ResponseEntry>],
+    ) -> Result<(), ApiError> {
+        let Some(&(first, _)) = pending.first() else {
+            return Ok(());
+        };
+        let (indexes, items): (Vec<usize>, Vec<NewResource>) = pending.drain(..).unzip();
+        let records = tx
+            .create_many(items)
+            .await
+            .map_err(|e| ApiError::from(e).in_entry(first))?;
+        for (i, record) in indexes.into_iter().zip(records) {
+            results[i] = Some(self.version_entry(StatusCode::CREATED, &record)?);
+        }
+        Ok(())
     }
 
     /// For `fhir-notary import`: the writes of a transaction Bundle on `tx`, which the
@@ -752,6 +803,16 @@ impl Run<'_> {
             )),
         }
     }
+}
+
+/// Whether `resource` holds a conditional reference not resolved yet (its lookup must see
+/// every resource this transaction has created so far).
+fn has_unresolved(resource: &Value, references: &HashMap<String, String>) -> bool {
+    let mut found = false;
+    fhir::bundle::for_each_reference(resource, &mut |r| {
+        found |= !references.contains_key(r) && fhir::bundle::conditional_reference(r).is_some();
+    });
+    found
 }
 
 /// `Type/id` of what an entry writes, once its target is known.
