@@ -488,7 +488,7 @@ const INTERACTIONS: &[Interaction] = &[
                 headers: &["Retry-After"],
             },
         ],
-        errors: &[404, 500],
+        errors: &[400, 404, 500],
         secured: true,
     },
 ];
