@@ -45,11 +45,14 @@ const BEARER: &str = "smart";
 #[derive(Debug, Clone, Copy)]
 enum Body {
     None,
-    /// The row's resource type, as FHIR JSON.
-    Resource,
+    /// One of these (media type, component schema) pairs; `[type]` names the row's type.
+    Json(&'static [(&'static str, &'static str)]),
     /// Search parameters, form-encoded.
     SearchForm,
 }
+
+/// The row's resource as FHIR JSON.
+const RESOURCE_BODY: Body = Body::Json(&[(FHIR_JSON, "[type]")]);
 
 /// A successful reply: a status, what its body is (component schema names, `[type]` for the
 /// row's type; several mean one of them; none means no body) and its headers.
@@ -135,7 +138,8 @@ const BUNDLE: Reply = Reply {
 };
 
 /// Every interaction the server answers. To document a new endpoint, add its row here (and
-/// any new parameter to [`parameters`], any new error status to [`error_responses`]).
+/// any new parameter to [`parameters`], any new error status to [`ERRORS`], any new
+/// schema to [`api_schemas`]).
 const INTERACTIONS: &[Interaction] = &[
     Interaction {
         method: HttpMethod::Get,
@@ -265,7 +269,7 @@ const INTERACTIONS: &[Interaction] = &[
         operation: "create",
         summary: "Create a [type]; the server assigns the id",
         tag: "",
-        body: Body::Resource,
+        body: RESOURCE_BODY,
         params: &["Prefer-return", "_format", "_pretty"],
         search: Search::None,
         replies: &[Reply {
@@ -333,7 +337,7 @@ const INTERACTIONS: &[Interaction] = &[
         operation: "update",
         summary: "Update a [type], or create it with this id",
         tag: "",
-        body: Body::Resource,
+        body: RESOURCE_BODY,
         params: &["id", "If-Match", "Prefer-return", "_format", "_pretty"],
         search: Search::None,
         replies: &[
@@ -493,6 +497,9 @@ const INTERACTIONS: &[Interaction] = &[
     },
 ];
 
+/// Error statuses every operation under the bearer scheme can answer, besides its own.
+const SECURED_ERRORS: &[u16] = &[];
+
 /// Error statuses: component name and description. Each is an OperationOutcome.
 const ERRORS: &[(u16, &str, &str)] = &[
     (
@@ -631,16 +638,15 @@ fn add(paths: &mut Paths, row: &Interaction, ty: Option<&str>, search: &[String]
     let schema = |name: &str| schema_ref(&fill(name));
     match row.body {
         Body::None => {}
-        Body::Resource => {
-            op = op.request_body(Some(
-                RequestBodyBuilder::new()
-                    .required(Some(Required::True))
-                    .content(
-                        FHIR_JSON,
-                        ContentBuilder::new().schema(Some(schema("[type]"))).build(),
-                    )
-                    .build(),
-            ));
+        Body::Json(kinds) => {
+            let mut body = RequestBodyBuilder::new().required(Some(Required::True));
+            for (media, name) in kinds {
+                body = body.content(
+                    *media,
+                    ContentBuilder::new().schema(Some(schema(name))).build(),
+                );
+            }
+            op = op.request_body(Some(body.build()));
         }
         Body::SearchForm => {
             op = op.request_body(Some(
@@ -682,7 +688,11 @@ fn add(paths: &mut Paths, row: &Interaction, ty: Option<&str>, search: &[String]
         }
         op = op.response(reply.status.to_string(), response.build());
     }
-    for status in row.errors {
+    let secured_errors = if row.secured { SECURED_ERRORS } else { &[] };
+    let mut errors: Vec<u16> = row.errors.iter().chain(secured_errors).copied().collect();
+    errors.sort_unstable();
+    errors.dedup();
+    for status in &errors {
         let name = ERRORS
             .iter()
             .find(|(s, ..)| s == status)
