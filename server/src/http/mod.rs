@@ -3,13 +3,15 @@
 //! A request flows route → handler (extract, negotiate, validate) → [`crate::store`]; no SQL
 //! here and no HTTP types below. Errors become OperationOutcomes in [`error`]; responses the
 //! framework itself produces (unknown route, wrong method) are rewritten into
-//! OperationOutcomes by [`fhir_errors`].
+//! OperationOutcomes by [`fhir_errors`]. [`openapi`] describes every route (`/openapi.json`,
+//! `/docs/`).
 
 pub mod bundle;
 pub mod error;
 pub(crate) mod handlers;
 pub mod interactions;
 pub mod negotiate;
+pub mod openapi;
 pub mod request_id;
 pub mod response;
 
@@ -53,6 +55,7 @@ pub fn app(
         .wrap(ErrorHandlers::new().default_handler(fhir_errors))
         .wrap(from_fn(request_id::middleware))
         .configure(handlers::routes)
+        .configure(openapi::routes)
         .default_service(web::to(|| async {
             Err::<HttpResponse, _>(error::ApiError::NotFound("no such endpoint".into()))
         }))

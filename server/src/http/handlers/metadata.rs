@@ -55,7 +55,7 @@ fn build(base: &str) -> Value {
                 .filter(|p| p.kind == fhir::search::ParamType::Reference)
                 .map(|p| format!("{t}:{}", p.code))
                 .collect();
-            json!({
+            let mut resource = json!({
                 "type": t,
                 "profile": format!("http://hl7.org/fhir/StructureDefinition/{t}"),
                 "interaction": interactions.iter().map(|code| json!({ "code": code })).collect::<Vec<_>>(),
@@ -70,9 +70,13 @@ fn build(base: &str) -> Value {
                     "name": "validate",
                     "definition": "http://hl7.org/fhir/OperationDefinition/Resource-validate",
                 }],
-                "searchInclude": includes,
                 "searchParam": search_params,
-            })
+            });
+            // FHIR JSON has no empty arrays: a type without reference parameters has none.
+            if !includes.is_empty() {
+                resource["searchInclude"] = json!(includes);
+            }
+            resource
         })
         .collect();
     let version = env!("CARGO_PKG_VERSION");
