@@ -7,6 +7,7 @@
 //! - [`store`]: the storage API in FHIR's terms over both databases.
 //! - [`notary`]: the node key, the block sealer, the full audit, proof verification.
 //! - [`logging`]: log output setup.
+//! - [`telemetry`]: OpenTelemetry traces and metrics, the Prometheus scrape.
 //!
 //! Tests drive [`http::app`] through [`start`] on a loopback port: the same code production
 //! runs.
@@ -17,6 +18,7 @@ pub mod http;
 pub mod logging;
 pub mod notary;
 pub mod store;
+pub mod telemetry;
 
 use std::net::TcpListener;
 use std::time::Duration;

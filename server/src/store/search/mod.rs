@@ -219,6 +219,7 @@ fn key_kinds(request: &SearchRequest) -> Vec<KeyKind> {
 
 impl Store {
     /// Runs a search: one page of matches, what its includes add, and the total if asked.
+    #[tracing::instrument(name = "db.search", skip_all, fields(otel.kind = "client", db.system.name = self.backend.system_name()))]
     pub async fn search(&self, query: &SearchQuery<'_>) -> StoreResult<SearchPage> {
         let req = query.request;
         let mut sql = SqlBuilder::new(query.base_url);
