@@ -27,8 +27,13 @@ pub fn init(args: &LogArgs, tracer: Option<SdkTracer>) -> Result<(), String> {
             .boxed(),
     };
     let spans = tracer.map(|tracer| {
+        // Leave out what costs per span or per poll and tells an operator little: source
+        // locations, thread ids, busy/idle times.
         tracing_opentelemetry::layer()
             .with_tracer(tracer)
+            .with_location(false)
+            .with_threads(false)
+            .with_tracked_inactivity(false)
             .with_filter(LevelFilter::INFO)
     });
     tracing_subscriber::registry()

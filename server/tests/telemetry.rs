@@ -313,9 +313,17 @@ async fn spans_and_metrics_reach_the_collector(db: Db) {
             "1.0",
             "--metrics-interval-ms",
             "200",
+            // Quieter logs must not cut traces short.
+            "--log-level",
+            "warn",
         ],
     );
-    let client = reqwest::Client::new();
+    // No idle connections: the waits below outlast the server's keep-alive, and a reused
+    // connection the server is closing fails the request.
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
     node.ready(&client).await;
     let base = format!("{}/fhir", node.root);
 
@@ -331,7 +339,13 @@ async fn spans_and_metrics_reach_the_collector(db: Db) {
         .await
         .unwrap();
     assert_eq!(res.status(), 201);
-    let answered = traceparent_of(&res).expect("a traceparent in the response");
+    let answered = traceparent_of(&res).unwrap_or_else(|| {
+        panic!(
+            "no traceparent in {:?}; log:\n{}",
+            res.headers(),
+            node.log()
+        )
+    });
     let parts: Vec<&str> = answered.split('-').collect();
     assert_eq!(parts.len(), 4, "{answered}");
     assert_eq!(
