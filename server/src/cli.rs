@@ -16,11 +16,14 @@ use crate::store::Store;
 pub fn main() -> ExitCode {
     let cli = Cli::parse_with_default();
     let result = match cli.command {
-        Command::Serve(args) => {
-            crate::logging::init(&args.log).and_then(|()| run_async(serve(args)))
-        }
+        Command::Serve(args) => crate::telemetry::init(&args.telemetry).and_then(|telemetry| {
+            let result = crate::logging::init(&args.log, telemetry.tracer())
+                .and_then(|()| run_async(serve(args)));
+            telemetry.shutdown();
+            result
+        }),
         Command::Migrate(args) => {
-            crate::logging::init(&args.log).and_then(|()| run_async(migrate(args)))
+            crate::logging::init(&args.log, None).and_then(|()| run_async(migrate(args)))
         }
         Command::Ledger(ledger) => match ledger.command {
             LedgerCommand::Audit(args) => run_async(audit(args)),
@@ -90,6 +93,7 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         }
         .run(),
     );
+    actix_web::rt::spawn(crate::telemetry::sample_store(store.clone()));
     let state = AppState {
         store: store.clone(),
         base_url: args.base_url.clone(),

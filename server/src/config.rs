@@ -17,6 +17,8 @@ pub struct Cli {
 }
 
 /// The subcommands of `fhir-notary`.
+// Parsed once at start-up: the size of the serve variant costs nothing worth a box.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the FHIR REST server (the default).
@@ -259,6 +261,67 @@ pub struct ServeArgs {
     #[command(flatten)]
     #[allow(missing_docs)]
     pub log: LogArgs,
+
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub telemetry: TelemetryArgs,
+}
+
+/// Traces and metrics (see `docs/observability.md`). Nothing is exported unless an OTLP
+/// endpoint is given; `GET /metrics` serves the metrics to Prometheus either way.
+#[derive(Debug, Clone, Args)]
+pub struct TelemetryArgs {
+    /// Base URL of an OpenTelemetry collector's OTLP/HTTP receiver, e.g.
+    /// `http://otel-collector:4318`; traces go to `/v1/traces` and metrics to `/v1/metrics`
+    /// below it, as protobuf. Plain http only: put TLS in the collector or a sidecar.
+    #[arg(long, env = "FHIR_NOTARY_OTLP_ENDPOINT", value_parser = parse_otlp_endpoint)]
+    pub otlp_endpoint: Option<String>,
+
+    /// Share of traces to record and export, from 0 to 1, for traces this server starts;
+    /// a caller's `traceparent` decides for the traces it continues.
+    #[arg(long, env = "FHIR_NOTARY_OTEL_SAMPLING_RATIO", default_value_t = 1.0,
+          value_parser = parse_ratio)]
+    pub otel_sampling_ratio: f64,
+
+    /// `service.name` of the exported traces and metrics.
+    #[arg(
+        long,
+        env = "FHIR_NOTARY_OTEL_SERVICE_NAME",
+        default_value = "fhir-notary"
+    )]
+    pub otel_service_name: String,
+
+    /// How often, in milliseconds, database-derived gauges (connection pools, ledger
+    /// height and sealing lag) are sampled and metrics are pushed over OTLP.
+    #[arg(long, env = "FHIR_NOTARY_METRICS_INTERVAL_MS", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u64).range(100..=3_600_000))]
+    pub metrics_interval_ms: u64,
+}
+
+/// An OTLP/HTTP base URL: absolute `http://`, no query or fragment, kept without a trailing
+/// slash so the signal paths can be appended.
+fn parse_otlp_endpoint(raw: &str) -> Result<String, String> {
+    let trimmed = raw.trim_end_matches('/');
+    let Some(rest) = trimmed.strip_prefix("http://") else {
+        return Err(format!(
+            "'{raw}' is not an http:// URL (https is not built in: terminate TLS in the collector \
+             or a sidecar)"
+        ));
+    };
+    if rest.is_empty() || rest.starts_with('/') || rest.contains(['?', '#', ' ']) {
+        return Err(format!(
+            "'{raw}' is not a usable OTLP endpoint (host missing, or query/fragment present)"
+        ));
+    }
+    Ok(trimmed.to_owned())
+}
+
+/// A ratio between 0 and 1 inclusive.
+fn parse_ratio(raw: &str) -> Result<f64, String> {
+    match raw.trim().parse::<f64>() {
+        Ok(r) if (0.0..=1.0).contains(&r) => Ok(r),
+        _ => Err(format!("'{raw}' is not a number from 0 to 1")),
+    }
 }
 
 /// Options of `fhir-notary migrate`.
@@ -338,6 +401,29 @@ mod tests {
         assert!(parse(&["fhir-notary", "--base-url", "ftp://x"]).is_err());
         assert!(parse(&["fhir-notary", "--log-format", "xml"]).is_err());
         assert!(parse(&["fhir-notary", "--max-body-bytes", "10"]).is_err());
+        assert!(parse(&["fhir-notary", "--otlp-endpoint", "https://collector:4318"]).is_err());
+        assert!(parse(&["fhir-notary", "--otlp-endpoint", "collector:4318"]).is_err());
+        assert!(parse(&["fhir-notary", "--otel-sampling-ratio", "1.5"]).is_err());
+        assert!(parse(&["fhir-notary", "--otel-sampling-ratio", "NaN"]).is_err());
+        assert!(parse(&["fhir-notary", "--metrics-interval-ms", "5"]).is_err());
+    }
+
+    #[test]
+    fn telemetry_is_off_unless_an_endpoint_is_given() {
+        let Command::Serve(args) = parse(&["fhir-notary"]).expect("parses").command else {
+            panic!("expected serve");
+        };
+        assert_eq!(args.telemetry.otlp_endpoint, None);
+        let Command::Serve(args) = parse(&["fhir-notary", "--otlp-endpoint", "http://c:4318/"])
+            .expect("parses")
+            .command
+        else {
+            panic!("expected serve");
+        };
+        assert_eq!(
+            args.telemetry.otlp_endpoint.as_deref(),
+            Some("http://c:4318")
+        );
     }
 
     #[test]

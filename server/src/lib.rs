@@ -8,6 +8,7 @@
 //! - [`import`]: `fhir-notary import`, bulk loading through the API's own Bundle processing.
 //! - [`notary`]: the node key, the block sealer, the full audit, proof verification.
 //! - [`logging`]: log output setup.
+//! - [`telemetry`]: OpenTelemetry traces and metrics, the Prometheus scrape.
 //!
 //! Tests drive [`http::app`] through [`start`] on a loopback port: the same code production
 //! runs.
@@ -19,6 +20,7 @@ pub mod import;
 pub mod logging;
 pub mod notary;
 pub mod store;
+pub mod telemetry;
 
 use std::net::TcpListener;
 use std::time::Duration;

@@ -80,6 +80,7 @@ impl Sealer {
                 .await
             {
                 Ok(Some(header)) => {
+                    crate::telemetry::metrics().record_sealed(header.height, header.entry_count);
                     tracing::debug!(
                         height = header.height,
                         entries = header.entry_count,

@@ -9,6 +9,7 @@ use sea_query::{Alias, Condition, Expr, Order, Query, SelectStatement};
 use sea_query_binder::SqlxBinder;
 use sqlx::any::AnyRow;
 use sqlx::Row;
+use tracing::Instrument;
 
 use super::schema::{LedgerBlocks as B, LedgerEntries as E, ResourceVersions as V};
 use super::{version_from_row, Store, StoreError, StoreResult, VersionRecord, WriteMethod};
@@ -146,6 +147,17 @@ fn select_blocks() -> SelectStatement {
         .take()
 }
 
+/// How far sealing lags behind writing.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LedgerLag {
+    /// Height of the newest block; `None` before genesis.
+    pub height: Option<u64>,
+    /// Entries waiting to be sealed.
+    pub pending: u64,
+    /// When the oldest waiting entry was recorded.
+    pub oldest_pending: Option<time::OffsetDateTime>,
+}
+
 impl Store {
     /// The newest sealed block (the genesis block right after the first seal).
     pub async fn ledger_head(&self) -> StoreResult<Option<StoredBlock>> {
@@ -185,6 +197,41 @@ impl Store {
             .build_any_sqlx(self.builder());
         let row = sqlx::query_with(&sql, values).fetch_one(&self.read).await?;
         Ok(u64::try_from(row.try_get::<i64, _>("n")?).unwrap_or(0))
+    }
+
+    /// How far sealing lags behind writing: the newest block's height, the number of
+    /// waiting entries and when the oldest of them was recorded.
+    pub async fn ledger_lag(&self) -> StoreResult<LedgerLag> {
+        let (sql, values) = Query::select()
+            .expr_as(Expr::col(B::Height).max(), Alias::new("height"))
+            .from(B::Table)
+            .build_any_sqlx(self.builder());
+        let row = sqlx::query_with(&sql, values).fetch_one(&self.read).await?;
+        let height = row
+            .try_get::<Option<i64>, _>("height")?
+            .and_then(|h| u64::try_from(h).ok());
+        let (sql, values) = Query::select()
+            .column(E::RecordedAt)
+            .from(E::Table)
+            .and_where(Expr::col(E::BlockHeight).is_null())
+            .order_by(E::EntrySeq, Order::Asc)
+            .limit(1)
+            .build_any_sqlx(self.builder());
+        let oldest = sqlx::query_with(&sql, values)
+            .fetch_optional(&self.read)
+            .await?
+            .map(|row| row.try_get::<String, _>("recorded_at"))
+            .transpose()?;
+        let pending = if oldest.is_some() {
+            self.ledger_pending().await?
+        } else {
+            0
+        };
+        Ok(LedgerLag {
+            height,
+            pending,
+            oldest_pending: oldest.as_deref().and_then(fhir::primitives::parse_instant),
+        })
     }
 
     /// The entry notarizing one version.
@@ -273,40 +320,56 @@ impl Store {
             .fetch_all(&mut *tx)
             .await
             .map_err(StoreError::from_sqlx)?;
-        if !rows.is_empty() {
-            let stored = rows
-                .iter()
-                .map(|r| entry_from_row(r, ""))
-                .collect::<StoreResult<Vec<_>>>()?;
-            let entries: Vec<Entry> = stored.iter().map(|s| s.entry.clone()).collect();
-            let leaves: Vec<Hash> = entries.iter().map(Entry::leaf_hash).collect();
-            let (header, signature) = ledger::block::seal(key, &prev, &entries, sealed_at);
-            self.insert_block(&mut tx, &header, &signature, &leaves)
-                .await?;
-            let height = i64::try_from(header.height).unwrap_or(i64::MAX);
-            let mut marked = 0;
-            for chunk in stored.chunks(500) {
-                let (sql, values) = Query::update()
-                    .table(E::Table)
-                    .value(E::BlockHeight, height)
-                    .and_where(Expr::col(E::EntrySeq).is_in(chunk.iter().map(|s| s.entry_seq)))
-                    .and_where(Expr::col(E::BlockHeight).is_null())
-                    .build_any_sqlx(self.builder());
-                marked += sqlx::query_with(&sql, values)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(StoreError::from_sqlx)?
-                    .rows_affected();
+        // Only a poll that finds entries is worth a span: the sealer polls every interval.
+        let span = if rows.is_empty() {
+            tracing::Span::none()
+        } else {
+            tracing::info_span!(
+                "ledger.seal",
+                otel.kind = "internal",
+                ledger.entries = rows.len(),
+                ledger.height = tracing::field::Empty,
+            )
+        };
+        async {
+            if !rows.is_empty() {
+                let stored = rows
+                    .iter()
+                    .map(|r| entry_from_row(r, ""))
+                    .collect::<StoreResult<Vec<_>>>()?;
+                let entries: Vec<Entry> = stored.iter().map(|s| s.entry.clone()).collect();
+                let leaves: Vec<Hash> = entries.iter().map(Entry::leaf_hash).collect();
+                let (header, signature) = ledger::block::seal(key, &prev, &entries, sealed_at);
+                self.insert_block(&mut tx, &header, &signature, &leaves)
+                    .await?;
+                let height = i64::try_from(header.height).unwrap_or(i64::MAX);
+                let mut marked = 0;
+                for chunk in stored.chunks(500) {
+                    let (sql, values) = Query::update()
+                        .table(E::Table)
+                        .value(E::BlockHeight, height)
+                        .and_where(Expr::col(E::EntrySeq).is_in(chunk.iter().map(|s| s.entry_seq)))
+                        .and_where(Expr::col(E::BlockHeight).is_null())
+                        .build_any_sqlx(self.builder());
+                    marked += sqlx::query_with(&sql, values)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(StoreError::from_sqlx)?
+                        .rows_affected();
+                }
+                if marked != stored.len() as u64 {
+                    return Err(StoreError::Conflict(
+                        "another sealer sealed some of these entries".into(),
+                    ));
+                }
+                tracing::Span::current().record("ledger.height", header.height);
+                sealed = Some(header);
             }
-            if marked != stored.len() as u64 {
-                return Err(StoreError::Conflict(
-                    "another sealer sealed some of these entries".into(),
-                ));
-            }
-            sealed = Some(header);
+            tx.commit().await.map_err(StoreError::from_sqlx)?;
+            Ok(sealed)
         }
-        tx.commit().await.map_err(StoreError::from_sqlx)?;
-        Ok(sealed)
+        .instrument(span)
+        .await
     }
 
     async fn insert_block(

@@ -45,6 +45,16 @@ pub enum Backend {
     Postgres,
 }
 
+impl Backend {
+    /// The OpenTelemetry `db.system.name` of this backend.
+    pub fn system_name(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "sqlite",
+            Backend::Postgres => "postgresql",
+        }
+    }
+}
+
 /// The interaction that produced a version, as recorded in history (`Bundle.entry.request`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WriteMethod {
@@ -152,6 +162,17 @@ pub struct HistoryPage {
     pub total: Option<u64>,
 }
 
+/// How much of one connection pool is in use.
+#[derive(Debug, Clone, Copy)]
+pub struct PoolUsage {
+    /// `main` on PostgreSQL; `read` or `write` on SQLite.
+    pub name: &'static str,
+    /// Open connections.
+    pub size: u32,
+    /// Open connections not in use.
+    pub idle: usize,
+}
+
 /// The storage API: a handle on the database, cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Store {
@@ -254,6 +275,19 @@ impl Store {
         Ok(())
     }
 
+    /// Open and idle connections of each connection pool, for metrics.
+    pub fn pool_usage(&self) -> Vec<PoolUsage> {
+        let usage = |name, pool: &AnyPool| PoolUsage {
+            name,
+            size: pool.size(),
+            idle: pool.num_idle(),
+        };
+        match self.backend {
+            Backend::Postgres => vec![usage("main", &self.write)],
+            Backend::Sqlite => vec![usage("read", &self.read), usage("write", &self.write)],
+        }
+    }
+
     /// Closes the pools, waiting for connections in use to come back.
     pub async fn close(&self) {
         self.write.close().await;
@@ -277,6 +311,7 @@ impl Store {
     }
 
     /// Starts a write transaction on behalf of `context`.
+    #[tracing::instrument(name = "db.begin", skip_all, fields(otel.kind = "client", db.system.name = self.backend.system_name()))]
     pub async fn begin(&self, context: WriteContext) -> StoreResult<WriteTx> {
         let tx = self.begin_raw().await?;
         Ok(WriteTx::new(tx, self.backend, context))
@@ -304,6 +339,7 @@ impl Store {
 
     /// The current version of a resource (a delete if it was deleted), or `None` if it never
     /// existed.
+    #[tracing::instrument(name = "db.read", skip_all, fields(otel.kind = "client", db.system.name = self.backend.system_name()))]
     pub async fn read_current(
         &self,
         resource_type: &str,
@@ -324,6 +360,7 @@ impl Store {
     }
 
     /// One version of a resource, or `None` if that version does not exist.
+    #[tracing::instrument(name = "db.read", skip_all, fields(otel.kind = "client", db.system.name = self.backend.system_name()))]
     pub async fn read_version(
         &self,
         resource_type: &str,
@@ -342,6 +379,7 @@ impl Store {
     }
 
     /// One page of history, newest first.
+    #[tracing::instrument(name = "db.history", skip_all, fields(otel.kind = "client", db.system.name = self.backend.system_name()))]
     pub async fn history(&self, query: &HistoryQuery<'_>) -> StoreResult<HistoryPage> {
         // The first page needs no snapshot of its own: its newest entry is the snapshot
         // later pages are bound by. Only a first page that starts at an offset must fix it.

@@ -141,6 +141,7 @@ impl WriteTx {
 
     /// Creates a resource with a new server-assigned id (version 1). Any `id` in the body is
     /// replaced, as the FHIR create interaction requires.
+    #[tracing::instrument(name = "db.write", skip_all, fields(otel.kind = "client", db.system.name = self.backend.system_name()))]
     pub async fn create(
         &mut self,
         resource_type: &str,
@@ -274,6 +275,7 @@ impl WriteTx {
     /// resource when it does not exist (or continuing its version sequence after a delete).
     /// With `if_match`, fails with [`StoreError::VersionMismatch`] unless that is the current
     /// version. Returns the version and whether the resource was created.
+    #[tracing::instrument(name = "db.write", skip_all, fields(otel.kind = "client", db.system.name = self.backend.system_name()))]
     pub async fn update(
         &mut self,
         resource_type: &str,
@@ -418,6 +420,7 @@ impl WriteTx {
 
     /// Deletes a resource by writing a delete version. Deleting what does not exist or is
     /// already deleted writes nothing.
+    #[tracing::instrument(name = "db.write", skip_all, fields(otel.kind = "client", db.system.name = self.backend.system_name()))]
     pub async fn delete(
         &mut self,
         resource_type: &str,
@@ -448,6 +451,7 @@ impl WriteTx {
 
     /// Replaces the search index rows of `resource_type/id` with those of `current` (none for
     /// a deletion). `had_rows` says whether rows of an earlier version may exist.
+    #[tracing::instrument(name = "db.index", skip_all, fields(otel.kind = "client", db.system.name = self.backend.system_name()))]
     async fn index(
         &mut self,
         resource_type: &str,
@@ -470,6 +474,7 @@ impl WriteTx {
     }
 
     /// Commits every write of this transaction.
+    #[tracing::instrument(name = "db.commit", skip_all, fields(otel.kind = "client", db.system.name = self.backend.system_name()))]
     pub async fn commit(self) -> StoreResult<()> {
         self.tx.commit().await.map_err(StoreError::from_sqlx)
     }

@@ -6,6 +6,7 @@ mod health;
 mod history;
 mod ledger;
 mod metadata;
+mod metrics;
 mod patch;
 mod read;
 mod search;
@@ -45,6 +46,7 @@ fn write_context(req: &HttpRequest) -> WriteContext {
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(web::resource("/healthz").route(web::get().to(health::healthz)))
         .service(web::resource("/readyz").route(web::get().to(health::readyz)))
+        .service(web::resource("/metrics").route(web::get().to(metrics::scrape)))
         .service(
             web::scope("/ledger")
                 .service(web::resource("/head").route(web::get().to(ledger::head)))

@@ -243,6 +243,7 @@ pub(super) async fn matching_ids(
 
 impl Store {
     /// Runs a search: one page of matches, what its includes add, and the total if asked.
+    #[tracing::instrument(name = "db.search", skip_all, fields(otel.kind = "client", db.system.name = self.backend.system_name()))]
     pub async fn search(&self, query: &SearchQuery<'_>) -> StoreResult<SearchPage> {
         let req = query.request;
         let mut sql = SqlBuilder::new(query.base_url);
