@@ -343,9 +343,10 @@ def check_collector(inp: Inputs) -> list[str]:
     endpoint = urlparse(service_env(compose, "fhir-notary").get("FHIR_NOTARY_OTLP_ENDPOINT", ""))
     if endpoint.hostname not in compose["services"]:
         errors.append(f"FHIR_NOTARY_OTLP_ENDPOINT host {endpoint.hostname} is not a compose service")
-    grpc = col.get("receivers", {}).get("otlp", {}).get("protocols", {}).get("grpc", {}).get("endpoint", "")
-    if not grpc.endswith(f":{endpoint.port}"):
-        errors.append(f"collector: OTLP gRPC listens on {grpc!r}, FHIR Notary sends to port {endpoint.port}")
+    # FHIR Notary exports OTLP over HTTP/protobuf (no gRPC client is compiled in).
+    http = col.get("receivers", {}).get("otlp", {}).get("protocols", {}).get("http", {}).get("endpoint", "")
+    if not http.endswith(f":{endpoint.port}"):
+        errors.append(f"collector: OTLP/HTTP listens on {http!r}, FHIR Notary sends to port {endpoint.port}")
     for name, exporter in (col.get("exporters") or {}).items():
         target = (exporter or {}).get("endpoint", "")
         host = target.split(":")[0]
