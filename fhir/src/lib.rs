@@ -11,8 +11,10 @@
 //! - [`outcome`]: OperationOutcome and its issue codes.
 //! - [`fhirpath`]: a compact FHIRPath evaluator for the subset the search parameters use.
 //! - [`search`]: the R4 search parameters and the index values extracted from a resource.
+//! - [`compartment`]: the Patient compartment: its parameters and a membership test.
 #![warn(missing_docs)]
 
+pub mod compartment;
 pub mod definitions;
 pub mod fhirpath;
 pub mod outcome;

@@ -9,6 +9,7 @@ use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 
 use super::{known_type, parse_resource, write_context, write_response};
+use crate::auth::{Interaction, Principal};
 use crate::http::error::ApiError;
 use crate::http::negotiate::{self, Params};
 use crate::http::AppState;
@@ -19,12 +20,14 @@ pub async fn create(
     path: web::Path<String>,
     payload: web::Payload,
     state: web::Data<AppState>,
+    principal: Principal,
 ) -> Result<HttpResponse, ApiError> {
     let resource_type = known_type(&path)?;
     let format = negotiate::negotiate(&req, &Params::parse(req.query_string()))?;
     negotiate::require_json_body(&req)?;
     let body = negotiate::read_body(&req, payload, state.max_body_bytes).await?;
     let resource = parse_resource(&body, resource_type)?;
+    principal.authorize(Interaction::Create, Some(resource_type), Some(&resource))?;
 
     let mut tx = state.store.begin(write_context(&req)).await?;
     let record = tx.create(resource_type, resource).await?;

@@ -21,6 +21,7 @@ use serde::Serialize;
 use serde_json::value::RawValue;
 
 use super::known_type;
+use crate::auth::{Interaction, Principal};
 use crate::http::bundle::{self, Link};
 use crate::http::error::ApiError;
 use crate::http::negotiate::{self, Format, Params};
@@ -39,10 +40,11 @@ pub async fn type_get(
     req: HttpRequest,
     path: web::Path<String>,
     state: web::Data<AppState>,
+    principal: Principal,
 ) -> Result<HttpResponse, ApiError> {
     let resource_type = known_type(&path)?;
     let params = Params::parse(req.query_string());
-    search(&req, &state, Some(resource_type), params).await
+    search(&req, &state, &principal, Some(resource_type), params).await
 }
 
 /// `POST [base]/[type]/_search`.
@@ -51,19 +53,21 @@ pub async fn type_post(
     path: web::Path<String>,
     state: web::Data<AppState>,
     payload: web::Payload,
+    principal: Principal,
 ) -> Result<HttpResponse, ApiError> {
     let resource_type = known_type(&path)?;
     let params = form_params(&req, &state, payload).await?;
-    search(&req, &state, Some(resource_type), params).await
+    search(&req, &state, &principal, Some(resource_type), params).await
 }
 
 /// `GET [base]?_type=…`.
 pub async fn system_get(
     req: HttpRequest,
     state: web::Data<AppState>,
+    principal: Principal,
 ) -> Result<HttpResponse, ApiError> {
     let params = Params::parse(req.query_string());
-    search(&req, &state, None, params).await
+    search(&req, &state, &principal, None, params).await
 }
 
 /// `POST [base]/_search`.
@@ -71,9 +75,10 @@ pub async fn system_post(
     req: HttpRequest,
     state: web::Data<AppState>,
     payload: web::Payload,
+    principal: Principal,
 ) -> Result<HttpResponse, ApiError> {
     let params = form_params(&req, &state, payload).await?;
-    search(&req, &state, None, params).await
+    search(&req, &state, &principal, None, params).await
 }
 
 /// The query string's parameters followed by the form body's.
@@ -115,6 +120,7 @@ fn strict_handling(req: &HttpRequest) -> bool {
 async fn search(
     req: &HttpRequest,
     state: &AppState,
+    principal: &Principal,
     resource_type: Option<&str>,
     params: Params,
 ) -> Result<HttpResponse, ApiError> {
@@ -146,6 +152,7 @@ async fn search(
         strict_handling(req),
     )
     .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    principal.authorize_types(Interaction::Search, &request.resource_types)?;
     if let Some(why) = request.criteria.iter().find_map(unsupported) {
         return Err(ApiError::BadRequest(why));
     }
@@ -158,15 +165,17 @@ async fn search(
     }
     let projection = projection(&request)?;
     let base = base_url(req, state);
-    let page = state
+    let mut page = state
         .store
         .search(&SearchQuery {
             request: &request,
             base_url: Some(&base),
             cursor: cursor.as_ref(),
             count: request.count.map_or(DEFAULT_COUNT, u64::from),
+            compartment: principal.compartment(),
         })
         .await?;
+    page.included.retain(|v| principal.may_read(v));
     bundle(
         &base,
         resource_type,

@@ -9,6 +9,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::Value;
 
 use super::{known_type, parse_resource, valid_id, write_context, write_response};
+use crate::auth::{Interaction, Principal};
 use crate::http::error::ApiError;
 use crate::http::negotiate::{self, Params};
 use crate::http::AppState;
@@ -19,6 +20,7 @@ pub async fn update(
     path: web::Path<(String, String)>,
     payload: web::Payload,
     state: web::Data<AppState>,
+    principal: Principal,
 ) -> Result<HttpResponse, ApiError> {
     let (resource_type, id) = (known_type(&path.0)?, valid_id(&path.1)?);
     let format = negotiate::negotiate(&req, &Params::parse(req.query_string()))?;
@@ -40,6 +42,15 @@ pub async fn update(
         }
     }
 
+    principal
+        .authorize_stored(
+            &state.store,
+            Interaction::Update,
+            resource_type,
+            id,
+            Some(&resource),
+        )
+        .await?;
     let mut tx = state.store.begin(write_context(&req)).await?;
     let (record, created) = tx.update(resource_type, id, resource, if_match).await?;
     tx.commit().await?;
