@@ -29,6 +29,7 @@
 //! the API is refused for every role, whatever the policy file says.
 
 pub mod discovery;
+pub mod oidc;
 pub mod policy;
 pub mod scopes;
 pub mod token;
@@ -171,6 +172,7 @@ struct AuthInner {
 #[derive(Debug)]
 enum Keys {
     Dev(DevKey),
+    Oidc(oidc::Provider),
 }
 
 impl Auth {
@@ -185,7 +187,11 @@ impl Auth {
                     .unwrap_or_else(|| DEV_ISSUER.to_owned()),
             ),
             AuthMode::Oidc => {
-                return Err("--auth-mode oidc is not available in this build".into());
+                let issuer = args
+                    .auth_issuer
+                    .clone()
+                    .ok_or("--auth-mode oidc needs --auth-issuer (the provider's issuer URL)")?;
+                (Keys::Oidc(oidc::Provider::discover(&issuer).await?), issuer)
             }
         };
         Ok(Auth(Arc::new(AuthInner {
@@ -212,6 +218,7 @@ impl Auth {
     pub fn provider_endpoints(&self) -> Option<(Option<String>, String)> {
         match &self.0.keys {
             Keys::Dev(_) => None,
+            Keys::Oidc(p) => Some((p.token_endpoint.clone(), p.jwks_uri.clone())),
         }
     }
 
@@ -224,12 +231,15 @@ impl Auth {
     pub fn jwks(&self) -> Value {
         match &self.0.keys {
             Keys::Dev(key) => serde_json::json!({ "keys": [key.jwk()] }),
+            Keys::Oidc(_) => serde_json::json!({ "keys": [] }),
         }
     }
 
     /// Signs a token for `role` with the dev key (`fhir-notary token`).
     pub fn mint(&self, request: &MintRequest) -> Result<String, String> {
-        let Keys::Dev(key) = &self.0.keys;
+        let Keys::Dev(key) = &self.0.keys else {
+            return Err("tokens can only be minted in dev mode".into());
+        };
         let now = time::OffsetDateTime::now_utc().unix_timestamp();
         let mut extra = serde_json::Map::new();
         extra.insert(self.0.role_claim.clone(), request.role.as_str().into());
@@ -274,6 +284,11 @@ impl Auth {
                     return Err(TokenError::Invalid("the token's algorithm is not accepted"));
                 }
                 token::verify(token, header.alg, dk, &self.0.issuer, &self.0.audience)?
+            }
+            Keys::Oidc(provider) => {
+                provider
+                    .verify(token, &header, &self.0.issuer, &self.0.audience)
+                    .await?
             }
         };
         Ok(self.principal(claims))

@@ -80,22 +80,28 @@ async fn admin_pool() -> AnyPool {
 impl TestServer {
     /// Starts a server over a fresh database of the given kind, sealing every 50 ms.
     pub async fn start(db: Db) -> TestServer {
-        Self::start_full(db, true, false).await
+        Self::start_full(db, true, false, default_auth_args()).await
+    }
+
+    /// Starts a server checking tokens as `auth` says (e.g. oidc mode); `client` then carries
+    /// no token unless the mode is dev.
+    pub async fn start_with_auth(db: Db, auth: AuthArgs) -> TestServer {
+        Self::start_full(db, true, false, auth).await
     }
 
     /// Starts a server that records the AuditEvent trail, as production does. (The other
     /// suites leave it off: they count ledger entries, versions and history entries of
     /// their own writes, which the trail's writes would add to.)
     pub async fn start_audited(db: Db) -> TestServer {
-        Self::start_full(db, true, true).await
+        Self::start_full(db, true, true, default_auth_args()).await
     }
 
     /// Starts a server; without `seal`, no sealer runs (entries stay pending).
     pub async fn start_with(db: Db, seal: bool) -> TestServer {
-        Self::start_full(db, seal, false).await
+        Self::start_full(db, seal, false, default_auth_args()).await
     }
 
-    async fn start_full(db: Db, seal: bool, audited: bool) -> TestServer {
+    async fn start_full(db: Db, seal: bool, audited: bool, auth_args: AuthArgs) -> TestServer {
         let dir = tempfile::tempdir().expect("temp dir");
         let (database_url, pg_database) = match db {
             Db::Sqlite => (
@@ -114,7 +120,7 @@ impl TestServer {
             }
         };
         let data_dir = dir.path().join("data");
-        let auth = Auth::from_args(&default_auth_args(), &data_dir)
+        let auth = Auth::from_args(&auth_args, &data_dir)
             .await
             .expect("auth set-up");
         let server_auth = auth.clone();
@@ -160,11 +166,11 @@ impl TestServer {
         });
         let handle = rx.recv().expect("server started");
         let root = format!("http://127.0.0.1:{port}");
-        let admin = mint(&auth, Role::Admin, None, None);
+        let admin = auth.is_dev().then(|| mint(&auth, Role::Admin, None, None));
         TestServer {
             base: format!("{root}/fhir"),
             root,
-            client: client_with(Some(&admin)),
+            client: client_with(admin.as_deref()),
             db,
             database_url,
             data_dir,
