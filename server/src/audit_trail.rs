@@ -6,7 +6,8 @@
 //!
 //! Recording stays off the request path: [`middleware`] builds the event after the response
 //! is ready and hands it to a bounded channel; [`AuditWriter::run`] takes whatever has
-//! queued (up to [`BATCH`]) and stores it in one transaction through the ordinary store
+//! queued (up to [`BATCH`], [`WRITERS`] batches at once) and stores each batch in one
+//! transaction through the ordinary store
 //! write path, so AuditEvents are versioned, indexed for search and notarized in the ledger
 //! like every resource. Nothing is dropped: when the channel is full the request waits for
 //! room; a failed batch is retried; [`AuditTrail::shutdown`] (after the HTTP server has
@@ -35,6 +36,8 @@ use crate::store::{Store, WriteContext};
 pub const CAPACITY: usize = 8192;
 /// Most events stored in one transaction.
 pub const BATCH: usize = 512;
+/// Most transactions of AuditEvents in flight at once.
+pub const WRITERS: usize = 4;
 /// The ledger actor of the trail's own writes.
 pub const ACTOR: &str = "fhir-notary/audit";
 
@@ -92,62 +95,68 @@ impl AuditTrail {
 }
 
 impl AuditWriter {
-    /// Stores queued events in batches until [`AuditTrail::shutdown`], then drains.
+    /// Stores queued events in batches until [`AuditTrail::shutdown`], then drains. Up to
+    /// [`WRITERS`] batches are written at once (separate transactions), so the trail keeps
+    /// pace with reads on a database that takes concurrent writers.
     pub async fn run(mut self) {
+        use futures_util::StreamExt;
+        let mut in_flight = futures_util::stream::FuturesUnordered::new();
         let mut batch = Vec::with_capacity(BATCH);
         loop {
             tokio::select! {
                 biased;
                 () = self.stop.notified() => break,
-                n = self.rx.recv_many(&mut batch, BATCH) => {
+                Some(()) = in_flight.next(), if !in_flight.is_empty() => {}
+                n = self.rx.recv_many(&mut batch, BATCH), if in_flight.len() < WRITERS => {
                     if n == 0 {
                         break;
                     }
-                    self.store_batch(&mut batch, false).await;
+                    let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
+                    in_flight.push(store_batch(self.store.clone(), full, false));
                 }
             }
         }
         self.rx.close();
+        while in_flight.next().await.is_some() {}
         while self.rx.recv_many(&mut batch, BATCH).await > 0 {
-            self.store_batch(&mut batch, true).await;
+            let full = std::mem::take(&mut batch);
+            store_batch(self.store.clone(), full, true).await;
         }
         self.done.notify_one();
     }
+}
 
-    /// Writes `batch` in one transaction, retrying until it is stored (a bounded number of
-    /// times while shutting down, when there is no one left to wait for the database).
-    async fn store_batch(&self, batch: &mut Vec<Value>, shutting_down: bool) {
-        let mut delay = Duration::from_millis(100);
-        for attempt in 1.. {
-            match self.write(batch).await {
-                Ok(()) => break,
-                Err(e) if shutting_down && attempt >= 5 => {
-                    tracing::error!(error = %e, lost = batch.len(), "AuditEvents could not be stored at shutdown");
-                    break;
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, attempt, events = batch.len(), "storing AuditEvents failed; retrying");
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(5));
-                }
+/// Writes `batch` in one transaction, retrying until it is stored (a bounded number of
+/// times while shutting down, when there is no one left to wait for the database).
+async fn store_batch(store: Store, batch: Vec<Value>, shutting_down: bool) {
+    let mut delay = Duration::from_millis(100);
+    for attempt in 1.. {
+        match write(&store, &batch).await {
+            Ok(()) => break,
+            Err(e) if shutting_down && attempt >= 5 => {
+                tracing::error!(error = %e, lost = batch.len(), "AuditEvents could not be stored at shutdown");
+                break;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, attempt, events = batch.len(), "storing AuditEvents failed; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
             }
         }
-        batch.clear();
     }
+}
 
-    async fn write(&self, batch: &[Value]) -> Result<(), crate::store::StoreError> {
-        let mut tx = self
-            .store
-            .begin(WriteContext {
-                actor: ACTOR.to_owned(),
-                request_id: format!("audit-{}", uuid::Uuid::new_v4()),
-            })
-            .await?;
-        for event in batch {
-            tx.create("AuditEvent", event.clone()).await?;
-        }
-        tx.commit().await
+async fn write(store: &Store, batch: &[Value]) -> Result<(), crate::store::StoreError> {
+    let mut tx = store
+        .begin(WriteContext {
+            actor: ACTOR.to_owned(),
+            request_id: format!("audit-{}", uuid::Uuid::new_v4()),
+        })
+        .await?;
+    for event in batch {
+        tx.create("AuditEvent", event.clone()).await?;
     }
+    tx.commit().await
 }
 
 /// Whether requests to `path` are audited: the FHIR API and the ledger, but not the
