@@ -127,15 +127,22 @@ impl AuditWriter {
 }
 
 /// Writes `batch` in one transaction, retrying until it is stored (a bounded number of
-/// times while shutting down, when there is no one left to wait for the database).
+/// times while shutting down, when there is no one left to wait for the database). The
+/// first retries come quickly: at shutdown, pooled connections opened by the stopped HTTP
+/// workers fail at once and are discarded one by one, and a fresh connection succeeds.
 async fn store_batch(store: Store, batch: Vec<Value>, shutting_down: bool) {
+    const QUICK: u32 = 64;
     let mut delay = Duration::from_millis(100);
-    for attempt in 1.. {
+    for attempt in 1u32.. {
         match write(&store, &batch).await {
             Ok(()) => break,
-            Err(e) if shutting_down && attempt >= 5 => {
+            Err(e) if shutting_down && attempt >= QUICK + 5 => {
                 tracing::error!(error = %e, lost = batch.len(), "AuditEvents could not be stored at shutdown");
                 break;
+            }
+            Err(e) if attempt <= QUICK => {
+                tracing::debug!(error = %e, attempt, "storing AuditEvents failed; retrying");
+                tokio::time::sleep(Duration::from_millis(5)).await;
             }
             Err(e) => {
                 tracing::error!(error = %e, attempt, events = batch.len(), "storing AuditEvents failed; retrying");
