@@ -4,7 +4,8 @@ Each client does what a user of it would: create a Patient and an Observation th
 references it, read, update, vread, page the instance and type history with `_count` by
 following the Bundle's `next` links, and delete (after which a read must fail with 410).
 
-The server's base URL comes from FHIR_BASE (clients/run starts a server and sets it).
+The server's base URL comes from FHIR_BASE and a bearer token from FHIR_TOKEN (clients/run
+starts a server, mints an admin token with `fhir-notary token` and sets both).
 Search has its own suite, test_search.py (fhirpy); nothing here uses the
 clients' search APIs (fhirpy's `client.resources(...)`, fhirclient's `FHIRSearch`).
 """
@@ -24,9 +25,12 @@ from fhirpy import SyncFHIRClient
 from fhirpy.base.exceptions import ResourceNotFound
 
 FHIR_BASE = os.environ.get("FHIR_BASE", "").rstrip("/")
+FHIR_TOKEN = os.environ.get("FHIR_TOKEN", "")
 
 if not FHIR_BASE:
     pytest.exit("FHIR_BASE is not set: run clients/run, which starts a server", returncode=2)
+if not FHIR_TOKEN:
+    pytest.exit("FHIR_TOKEN is not set: run clients/run, which mints one", returncode=2)
 
 # A family name per test session, so the type history can be told apart from any other
 # session's Patients when the same server is reused.
@@ -44,7 +48,7 @@ LOINC_WEIGHT = {
 
 @pytest.fixture
 def fhirpy_client():
-    return SyncFHIRClient(FHIR_BASE)
+    return SyncFHIRClient(FHIR_BASE, authorization=f"Bearer {FHIR_TOKEN}")
 
 
 def fhirpy_pages(client, path, count):
@@ -198,6 +202,9 @@ def test_fhirpy_update_as_create_with_client_id(fhirpy_client):
 def smart():
     settings = {"app_id": "fhir-notary-client-tests", "api_base": FHIR_BASE}
     smart = fhirclient_client.FHIRClient(settings=settings)
+    # fhirclient sends every request through its requests.Session; a token obtained outside
+    # fhirclient's own OAuth flow goes into that session's headers.
+    smart.server.session.headers["Authorization"] = f"Bearer {FHIR_TOKEN}"
     # Fetches /metadata and parses it with fhirclient's strict CapabilityStatement model.
     smart.prepare()
     assert smart.server.capabilityStatement.fhirVersion == "4.0.1"

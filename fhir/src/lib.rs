@@ -13,9 +13,11 @@
 //! - [`search`]: the R4 search parameters and the index values extracted from a resource.
 //! - [`bundle`]: transaction and batch Bundles: entries, processing order, reference rewriting.
 //! - [`patch`]: JSON Patch and FHIRPath Patch applied to a resource.
+//! - [`compartment`]: the Patient compartment: its parameters and a membership test.
 #![warn(missing_docs)]
 
 pub mod bundle;
+pub mod compartment;
 pub mod definitions;
 pub mod fhirpath;
 pub mod outcome;

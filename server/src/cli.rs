@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use crate::config::{
     AuditArgs, Cli, Command, DatabaseArgs, LedgerCommand, MigrateArgs, PublicKeyArgs, ReindexArgs,
-    ServeArgs,
+    ServeArgs, TokenArgs,
 };
 use crate::http::AppState;
 use crate::store::Store;
@@ -36,6 +36,7 @@ pub fn main() -> ExitCode {
         },
         Command::Reindex(args) => run_async(reindex(args)),
         Command::Import(args) => crate::import::main(args),
+        Command::Token(args) => run_async(token(args)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -94,7 +95,16 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         .run(),
     );
     actix_web::rt::spawn(crate::telemetry::sample_store(store.clone()));
+    let auth = crate::auth::Auth::from_args(&args.auth, &args.database.data_dir).await?;
+    tracing::info!(mode = ?args.auth.auth_mode, issuer = auth.issuer(), "access tokens required");
+    let (audit, writer) = crate::audit_trail::AuditTrail::new(store.clone());
+    let writer = actix_web::rt::spawn(writer.run());
+    if !args.audit {
+        tracing::warn!("--audit false: no AuditEvents are recorded");
+    }
     let state = AppState {
+        auth,
+        audit: args.audit.then(|| audit.clone()),
         store: store.clone(),
         base_url: args.base_url.clone(),
         max_body_bytes: args.max_body_bytes,
@@ -109,6 +119,9 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
     .map_err(|e| format!("cannot start the server: {e}"))?
     .await
     .map_err(|e| format!("server failed: {e}"))?;
+    // Requests have finished: store the AuditEvents still queued, then close.
+    audit.shutdown().await;
+    let _ = writer.await;
     store.close().await;
     tracing::info!("stopped");
     Ok(())
@@ -153,6 +166,29 @@ async fn audit(args: AuditArgs) -> Result<(), String> {
             report.findings.len()
         ))
     }
+}
+
+async fn token(args: TokenArgs) -> Result<(), String> {
+    if args.auth.auth_mode != crate::config::AuthMode::Dev {
+        return Err("tokens can only be minted in dev mode (--auth-mode dev)".into());
+    }
+    if args.role == crate::auth::Role::Patient && args.patient.is_none() {
+        return Err("a patient token needs --patient <Patient id>".into());
+    }
+    let auth = crate::auth::Auth::from_args(&args.auth, &args.data_dir).await?;
+    let token = auth.mint(&crate::auth::MintRequest {
+        role: args.role,
+        subject: args
+            .subject
+            .clone()
+            .unwrap_or_else(|| args.role.as_str().to_owned()),
+        patient: args.patient.clone(),
+        fhir_user: args.fhir_user.clone(),
+        scope: args.scope.clone(),
+        ttl: args.ttl,
+    })?;
+    println!("{token}");
+    Ok(())
 }
 
 fn public_key(args: &PublicKeyArgs) -> Result<(), String> {

@@ -27,6 +27,8 @@ pub enum Command {
     Migrate(MigrateArgs),
     /// Inspect and verify the ledger.
     Ledger(LedgerArgs),
+    /// Print an access token signed with the dev-mode key in the data directory.
+    Token(TokenArgs),
     /// Rebuild the search indexes of current resources (after an upgrade that changes
     /// definitions or extraction), in short batches while the server keeps running.
     Reindex(ReindexArgs),
@@ -65,6 +67,99 @@ pub struct ImportArgs {
     /// Forget the recorded progress of the named files and load them from the start.
     #[arg(long)]
     pub restart: bool,
+}
+
+/// How access tokens are checked.
+#[derive(Debug, Clone, Args)]
+pub struct AuthArgs {
+    /// Where tokens come from: `dev` (this server signs them with a key kept in the data
+    /// directory, `fhir-notary token` prints one) or `oidc` (an OpenID provider at
+    /// `--auth-issuer`). There is no mode without tokens.
+    #[arg(long, env = "FHIR_NOTARY_AUTH_MODE", value_enum, default_value_t = AuthMode::Dev)]
+    pub auth_mode: AuthMode,
+
+    /// The `iss` tokens must carry. oidc: the provider's issuer URL (required; its
+    /// discovery document is read from `<issuer>/.well-known/openid-configuration`).
+    /// dev: default `fhir-notary-dev`.
+    #[arg(long, env = "FHIR_NOTARY_AUTH_ISSUER", value_parser = parse_issuer)]
+    pub auth_issuer: Option<String>,
+
+    /// The `aud` tokens must carry.
+    #[arg(long, env = "FHIR_NOTARY_AUTH_AUDIENCE", default_value = "fhir-notary")]
+    pub auth_audience: String,
+
+    /// The token claim holding the caller's role (patient, practitioner, auditor, admin,
+    /// system): a string, or an array whose first known role counts.
+    #[arg(
+        long,
+        env = "FHIR_NOTARY_AUTH_ROLE_CLAIM",
+        default_value = "fhir_notary_role"
+    )]
+    pub auth_role_claim: String,
+
+    /// Casbin model file; default: the embedded `policies/model.conf`.
+    #[arg(long, env = "FHIR_NOTARY_AUTH_MODEL")]
+    pub auth_model: Option<PathBuf>,
+
+    /// Casbin policy file; default: the embedded `policies/policy.csv`.
+    #[arg(long, env = "FHIR_NOTARY_AUTH_POLICY")]
+    pub auth_policy: Option<PathBuf>,
+}
+
+/// Token modes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum AuthMode {
+    /// This server is its own issuer (embedded, local use).
+    Dev,
+    /// An external OpenID Connect provider issues the tokens.
+    Oidc,
+}
+
+/// An issuer is kept without a trailing slash and must not be empty.
+fn parse_issuer(raw: &str) -> Result<String, String> {
+    let trimmed = raw.trim().trim_end_matches('/');
+    if trimmed.is_empty() {
+        return Err("the issuer must not be empty".into());
+    }
+    Ok(trimmed.to_owned())
+}
+
+/// Options of `fhir-notary token`.
+#[derive(Debug, Clone, Args)]
+pub struct TokenArgs {
+    /// The caller's role.
+    #[arg(long, value_enum)]
+    pub role: crate::auth::Role,
+
+    /// The patient in context (a Patient id); required for `--role patient`.
+    #[arg(long)]
+    pub patient: Option<String>,
+
+    /// SMART scopes, space-separated; default: the role's usual scopes
+    /// (patient `patient/*.rs patient/Patient.u`, practitioner and admin `user/*.cruds`, auditor `user/*.rs`,
+    /// system `system/*.cruds`).
+    #[arg(long)]
+    pub scope: Option<String>,
+
+    /// Lifetime: seconds, or with a unit (`15m`, `12h`, `7d`).
+    #[arg(long, default_value = "1h", value_parser = crate::auth::token::parse_ttl)]
+    pub ttl: std::time::Duration,
+
+    /// The `sub` claim; default: the role's name.
+    #[arg(long)]
+    pub subject: Option<String>,
+
+    /// The `fhirUser` claim, e.g. `Practitioner/123`.
+    #[arg(long)]
+    pub fhir_user: Option<String>,
+
+    /// Directory holding the dev-mode token key (see `serve --data-dir`).
+    #[arg(long, env = "FHIR_NOTARY_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub auth: AuthArgs,
 }
 
 /// Options of `fhir-notary reindex`.
@@ -257,6 +352,16 @@ pub struct ServeArgs {
     #[command(flatten)]
     #[allow(missing_docs)]
     pub seal: SealArgs,
+
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub auth: AuthArgs,
+
+    /// Record an AuditEvent for every request to /fhir and /ledger. Only for measuring
+    /// what the trail costs: `--audit false` leaves no trail.
+    #[arg(long, env = "FHIR_NOTARY_AUDIT", default_value_t = true,
+          action = clap::ArgAction::Set)]
+    pub audit: bool,
 
     #[command(flatten)]
     #[allow(missing_docs)]

@@ -36,9 +36,9 @@ use serde_json::Value;
 
 use crate::config::ImportArgs;
 use crate::http::handlers::transaction::Run;
+use crate::http::interactions::Writer;
 use crate::http::negotiate::ReturnPreference;
-use crate::http::AppState;
-use crate::store::WriteContext;
+use crate::store::{Store, WriteContext};
 
 /// The actor recorded in the ledger entries of imported versions.
 pub const IMPORT_ACTOR: &str = "fhir-notary import";
@@ -220,12 +220,6 @@ async fn run(args: ImportArgs, groups: Vec<Vec<Source>>) -> Result<(), String> {
                 .map_err(|e| format!("cannot reset progress: {e}"))?;
         }
     }
-    let state = AppState {
-        store: store.clone(),
-        base_url: Some(args.base_url.clone()),
-        max_body_bytes: u64::MAX,
-        seal_interval: std::time::Duration::from_secs(1),
-    };
     let tally = Tally::default();
     let total_files: usize = groups.iter().map(Vec::len).sum();
     let bar = indicatif::ProgressBar::new(total_files as u64);
@@ -240,11 +234,11 @@ async fn run(args: ImportArgs, groups: Vec<Vec<Source>>) -> Result<(), String> {
     for group in groups {
         futures_util::stream::iter(group)
             .for_each_concurrent(args.jobs, |source| {
-                let (state, tally, bar) = (&state, &tally, &bar);
+                let (store, tally, bar) = (&store, &tally, &bar);
                 let (chunk, base) = (args.chunk, args.base_url.as_str());
                 async move {
                     let file_started = Instant::now();
-                    let loaded = match load(state, base, &source, chunk, tally).await {
+                    let loaded = match load(store, base, &source, chunk, tally).await {
                         Ok(n) => n,
                         Err(reason) => {
                             tally.fail(&source, None, reason);
@@ -312,14 +306,13 @@ fn context() -> WriteContext {
 
 /// Loads one file, resuming from its recorded position.
 async fn load(
-    state: &AppState,
+    store: &Store,
     base: &str,
     source: &Source,
     chunk: usize,
     tally: &Tally,
 ) -> Result<u64, String> {
     let before = tally.file_resources(source);
-    let store = &state.store;
     let db = |e: crate::store::StoreError| format!("database error: {e}");
     let position = match store.import_position(&source.key).await.map_err(db)? {
         Some((_, true)) => {
@@ -330,7 +323,9 @@ async fn load(
         None => 0,
     };
     let run = Run {
-        state,
+        store,
+        reader: None,
+        who: Writer::Operator,
         base,
         prefer: ReturnPreference::Minimal,
     };
@@ -481,7 +476,7 @@ async fn load_records(
     chunk: usize,
     tally: &Tally,
 ) -> Result<(), String> {
-    let store = &run.state.store;
+    let store = run.store;
     let db = |e: crate::store::StoreError| format!("database error: {e}");
     let mut records = records.into_iter().peekable();
     while records.peek().is_some() {

@@ -1,6 +1,8 @@
 //! FHIR Notary's server: the FHIR R4 REST API over SQLite or PostgreSQL.
 //!
 //! # Layout
+//! - [`audit_trail`]: an AuditEvent per request, stored in batches off the request path.
+//! - [`auth`]: bearer tokens, SMART scopes, the role policy, the Patient compartment.
 //! - [`config`]: the command line (and `FHIR_NOTARY_*` environment), typed and checked.
 //! - [`cli`]: what each subcommand does; `main.rs` only calls [`cli::main`].
 //! - [`http`]: the actix application ([`http::app`]), handlers, errors as OperationOutcome.
@@ -13,6 +15,8 @@
 //! Tests drive [`http::app`] through [`start`] on a loopback port: the same code production
 //! runs.
 
+pub mod audit_trail;
+pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod http;

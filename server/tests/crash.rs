@@ -56,10 +56,7 @@ async fn kill_during_writes_loses_nothing_acknowledged(harness: TestServer) {
     let data_dir = harness.data_dir.join("crash");
     let port = free_port();
     let root = format!("http://127.0.0.1:{port}");
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .build()
-        .unwrap();
+    let client = common::client_with(Some(&common::cli_token(&data_dir, "admin")));
     let mut child = spawn_server(&database_url, &data_dir, port);
     wait_ready(&client, &root).await;
 

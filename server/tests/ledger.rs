@@ -186,7 +186,7 @@ async fn a_proof_verifies_offline_and_any_flipped_byte_breaks_it(s: TestServer) 
     }
     assert!(flipped > 50, "only {flipped} flips tried");
     // And a changed field outside the hashes: the recorded actor.
-    let forged = text.replace("\"anonymous\"", "\"someone-else\"");
+    let forged = text.replace("\"test-admin\"", "\"someone-else\"");
     assert_ne!(forged, text);
     std::fs::write(&file, &forged).unwrap();
     let out = cli(&file);

@@ -62,6 +62,16 @@ fn sigterm_drains_in_flight_requests() {
         .local_addr()
         .unwrap()
         .port();
+    let token = String::from_utf8(
+        binary()
+            .args(["token", "--role", "admin"])
+            .arg("--data-dir")
+            .arg(dir.path())
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
     let mut child = binary()
         .args([
             "serve",
@@ -97,7 +107,8 @@ fn sigterm_drains_in_flight_requests() {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
     write!(
         stream,
-        "POST /fhir/Patient HTTP/1.1\r\nHost: t\r\nContent-Type: application/fhir+json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        "POST /fhir/Patient HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {}\r\nContent-Type: application/fhir+json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        token.trim(),
         body.len()
     )
     .unwrap();

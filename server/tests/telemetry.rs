@@ -178,6 +178,7 @@ struct Node {
     child: Child,
     root: String,
     log: std::path::PathBuf,
+    data: std::path::PathBuf,
 }
 
 impl Drop for Node {
@@ -213,6 +214,7 @@ impl Node {
             child,
             root: format!("http://127.0.0.1:{port}"),
             log,
+            data: dir.join("data"),
         }
     }
 
@@ -236,6 +238,34 @@ impl Node {
 
     fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// A client carrying an admin token minted by `fhir-notary token` for this node (call
+    /// once the node is ready: it created its signing key).
+    fn client(&self) -> reqwest::Client {
+        let out = Command::new(env!("CARGO_BIN_EXE_fhir-notary"))
+            .args(["token", "--role", "admin", "--data-dir"])
+            .arg(&self.data)
+            .output()
+            .expect("run fhir-notary token");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let token = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.insert(
+            reqwest::header::AUTHORIZATION,
+            format!("Bearer {token}").parse().unwrap(),
+        );
+        // No idle connections: waits in the tests outlast the server's keep-alive, and a
+        // reused connection the server is closing fails the request.
+        reqwest::Client::builder()
+            .default_headers(headers)
+            .pool_max_idle_per_host(0)
+            .build()
+            .unwrap()
     }
 }
 
@@ -318,13 +348,8 @@ async fn spans_and_metrics_reach_the_collector(db: Db) {
             "warn",
         ],
     );
-    // No idle connections: the waits below outlast the server's keep-alive, and a reused
-    // connection the server is closing fails the request.
-    let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(0)
-        .build()
-        .unwrap();
-    node.ready(&client).await;
+    node.ready(&reqwest::Client::new()).await;
+    let client = node.client();
     let base = format!("{}/fhir", node.root);
 
     // A write that continues the caller's trace.
@@ -489,8 +514,8 @@ async fn an_absent_collector_is_logged_once() {
         dir.path(),
         &["--otlp-endpoint", &endpoint, "--metrics-interval-ms", "100"],
     );
-    let client = reqwest::Client::new();
-    node.ready(&client).await;
+    node.ready(&reqwest::Client::new()).await;
+    let client = node.client();
     for _ in 0..5 {
         let res = client
             .post(format!("{}/fhir/Patient", node.root))

@@ -7,6 +7,8 @@
 //! | `BadRequest`                           | 400    | invalid         |
 //! | `Invalid` (structure, formats)         | 400    | per issue       |
 //! | `Invalid` (only missing required)      | 422    | required        |
+//! | `Unauthorized` (no or invalid token)   | 401    | login           |
+//! | `Forbidden` (policy, scopes, compartment) | 403 | forbidden       |
 //! | `NotFound`                             | 404    | not-found       |
 //! | `MethodNotAllowed`                     | 405    | not-supported   |
 //! | `NotAcceptable`                        | 406    | not-supported   |
@@ -43,6 +45,17 @@ pub enum ApiError {
     /// The resource in the body is not valid R4.
     #[error("the resource is not valid")]
     Invalid(ValidationError),
+    /// No acceptable access token; `invalid_token` when one was sent but refused (RFC 6750).
+    #[error("{reason}")]
+    Unauthorized {
+        /// What the client is told.
+        reason: String,
+        /// A token was sent and refused (rather than none sent).
+        invalid_token: bool,
+    },
+    /// The token is valid but does not permit this.
+    #[error("{0}")]
+    Forbidden(String),
     /// No such resource, type or endpoint.
     #[error("{0}")]
     NotFound(String),
@@ -120,6 +133,8 @@ impl ApiError {
         match self {
             ApiError::Invalid(err) => OperationOutcome::from(err.issues.clone()),
             ApiError::BadRequest(m) => issue(IssueType::Invalid, m.clone()),
+            ApiError::Unauthorized { reason, .. } => issue(IssueType::Login, reason.clone()),
+            ApiError::Forbidden(m) => issue(IssueType::Forbidden, m.clone()),
             ApiError::NotFound(m) => issue(IssueType::NotFound, m.clone()),
             ApiError::Gone { .. } => issue(IssueType::Deleted, self.to_string()),
             ApiError::MethodNotAllowed(m)
@@ -186,6 +201,8 @@ impl ResponseError for ApiError {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::Invalid(err) if err.is_structural() => StatusCode::BAD_REQUEST,
             ApiError::Invalid(_) | ApiError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Gone { .. } => StatusCode::GONE,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
@@ -215,6 +232,23 @@ impl ResponseError for ApiError {
         if let ApiError::Gone { version, .. } = self {
             if let Ok(etag) = HeaderValue::from_str(&format!("W/\"{version}\"")) {
                 response.headers_mut().insert(header::ETAG, etag);
+            }
+        }
+        if let ApiError::Unauthorized {
+            reason,
+            invalid_token,
+        } = self
+        {
+            let challenge = if *invalid_token {
+                format!(
+                    "Bearer realm=\"fhir-notary\", error=\"invalid_token\", error_description=\"{}\"",
+                    reason.replace(['"', '\\'], "'")
+                )
+            } else {
+                "Bearer realm=\"fhir-notary\"".to_owned()
+            };
+            if let Ok(v) = HeaderValue::from_str(&challenge) {
+                response.headers_mut().insert(header::WWW_AUTHENTICATE, v);
             }
         }
         if status == StatusCode::METHOD_NOT_ALLOWED {

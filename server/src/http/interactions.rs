@@ -5,6 +5,12 @@
 //! create behaves the same whether it arrives as `POST` with `If-None-Exist` or as a Bundle
 //! entry with `ifNoneExist`.
 //!
+//! # Authorization
+//! Every interaction checks its [`Writer`] inside the write transaction, against the
+//! version it has locked: a patient's "only address and telecom" rule cannot be slipped
+//! past by a concurrent write, and a Bundle entry is checked exactly as the same request
+//! on its own would be.
+//!
 //! # Conditions
 //! A condition is a search (`identifier=sys|val`) parsed strictly: a parameter this server
 //! does not know fails the request (400) instead of being ignored, which would widen the
@@ -17,7 +23,73 @@ use fhir::search::SearchRequest;
 use serde_json::Value;
 
 use super::error::ApiError;
+use crate::auth::{Interaction, Principal};
 use crate::store::{DeleteOutcome, VersionRecord, WriteTx};
+
+/// Who writes, as the interactions check it.
+#[derive(Debug, Clone, Copy)]
+pub enum Writer<'a> {
+    /// A request's authenticated principal: the Casbin policy, its scopes and its patient
+    /// compartment apply.
+    Principal(&'a Principal),
+    /// The operator running `fhir-notary import`, whose access to the database is the
+    /// authority (and who is recorded as the ledger actor).
+    Operator,
+}
+
+impl Writer<'_> {
+    fn needs_current(self) -> bool {
+        match self {
+            Writer::Principal(p) => p.needs_current(),
+            Writer::Operator => false,
+        }
+    }
+
+    /// Whether this writer may replace `current` (None: nothing) of `resource_type` with
+    /// `new` (None: a delete).
+    pub fn check(
+        self,
+        interaction: Interaction,
+        resource_type: &str,
+        current: Option<&Value>,
+        new: Option<&Value>,
+    ) -> Result<(), ApiError> {
+        match self {
+            Writer::Principal(p) => p.authorize_change(interaction, resource_type, current, new),
+            Writer::Operator => Ok(()),
+        }
+    }
+
+    /// Whether this writer may read `record`.
+    pub fn check_read(self, record: &VersionRecord) -> Result<(), ApiError> {
+        match self {
+            Writer::Principal(p) => p.authorize_record(Interaction::Read, record),
+            Writer::Operator => Ok(()),
+        }
+    }
+
+    /// The current content of `resource_type/id` (locked), when the check needs it.
+    async fn current(
+        self,
+        tx: &mut WriteTx,
+        resource_type: &str,
+        id: &str,
+    ) -> Result<Option<Value>, ApiError> {
+        if !self.needs_current() {
+            return Ok(None);
+        }
+        tx.current(resource_type, id)
+            .await?
+            .and_then(|r| r.content)
+            .map(|text| parse_stored(resource_type, id, &text))
+            .transpose()
+    }
+}
+
+fn parse_stored(resource_type: &str, id: &str, text: &str) -> Result<Value, ApiError> {
+    serde_json::from_str(text)
+        .map_err(|e| ApiError::Internal(format!("stored {resource_type}/{id} is not JSON: {e}")))
+}
 
 /// How many resources one conditional delete removes at most; a condition matching more
 /// is refused (412) rather than running as an unbounded transaction.
@@ -149,10 +221,12 @@ impl Condition {
 /// entries) or a fresh one.
 pub async fn create(
     tx: &mut WriteTx,
+    who: Writer<'_>,
     resource_type: &str,
     resource: Value,
     id: Option<&str>,
 ) -> Result<Written, ApiError> {
+    who.check(Interaction::Create, resource_type, None, Some(&resource))?;
     let record = match id {
         Some(id) => tx.create_as(resource_type, id, resource).await?,
         None => tx.create(resource_type, resource).await?,
@@ -167,12 +241,14 @@ pub async fn create(
 /// answers it (200).
 pub async fn existing(
     tx: &mut WriteTx,
+    who: Writer<'_>,
     resource_type: &str,
     id: &str,
 ) -> Result<Written, ApiError> {
     let record = tx.current(resource_type, id).await?.ok_or_else(|| {
         ApiError::Conflict(format!("{resource_type}/{id} vanished during the request"))
     })?;
+    who.check_read(&record)?;
     Ok(Written {
         status: StatusCode::OK,
         record,
@@ -183,26 +259,35 @@ pub async fn existing(
 /// resource when there is none, 412 when there are several.
 pub async fn create_if_none_exist(
     tx: &mut WriteTx,
+    who: Writer<'_>,
     base: &str,
     resource_type: &str,
     resource: Value,
     condition: &Condition,
 ) -> Result<Written, ApiError> {
     match condition.single_match(tx, base).await? {
-        Some(id) => existing(tx, resource_type, &id).await,
-        None => create(tx, resource_type, resource, None).await,
+        Some(id) => existing(tx, who, resource_type, &id).await,
+        None => create(tx, who, resource_type, resource, None).await,
     }
 }
 
 /// Update (or create at a client-chosen id): 200 for a new version, 201 for a creation.
 pub async fn update(
     tx: &mut WriteTx,
+    who: Writer<'_>,
     resource_type: &str,
     id: &str,
     resource: Value,
     if_match: Option<i64>,
 ) -> Result<Written, ApiError> {
     check_body_id(&resource, Some(id))?;
+    let current = who.current(tx, resource_type, id).await?;
+    who.check(
+        Interaction::Update,
+        resource_type,
+        current.as_ref(),
+        Some(&resource),
+    )?;
     let (record, created) = tx.update(resource_type, id, resource, if_match).await?;
     Ok(Written {
         status: if created {
@@ -242,6 +327,7 @@ pub async fn conditional_update_target(
 /// Conditional update (`PUT [type]?condition`).
 pub async fn conditional_update(
     tx: &mut WriteTx,
+    who: Writer<'_>,
     base: &str,
     resource_type: &str,
     mut resource: Value,
@@ -250,16 +336,19 @@ pub async fn conditional_update(
 ) -> Result<Written, ApiError> {
     let id = conditional_update_target(tx, base, &resource, condition).await?;
     set_id(&mut resource, &id);
-    update(tx, resource_type, &id, resource, if_match).await
+    update(tx, who, resource_type, &id, resource, if_match).await
 }
 
 /// Delete: the delete version written, or None when there was nothing to delete.
 pub async fn delete(
     tx: &mut WriteTx,
+    who: Writer<'_>,
     resource_type: &str,
     id: &str,
     if_match: Option<i64>,
 ) -> Result<Option<VersionRecord>, ApiError> {
+    let current = who.current(tx, resource_type, id).await?;
+    who.check(Interaction::Delete, resource_type, current.as_ref(), None)?;
     Ok(match tx.delete(resource_type, id, if_match).await? {
         DeleteOutcome::Deleted(record) => Some(record),
         DeleteOutcome::AlreadyDeleted | DeleteOutcome::NotFound => None,
@@ -269,6 +358,7 @@ pub async fn delete(
 /// Conditional delete: every match (up to [`MAX_CONDITIONAL_DELETES`]) is deleted.
 pub async fn conditional_delete(
     tx: &mut WriteTx,
+    who: Writer<'_>,
     base: &str,
     resource_type: &str,
     condition: &Condition,
@@ -284,7 +374,7 @@ pub async fn conditional_delete(
     }
     let mut deleted = Vec::with_capacity(ids.len());
     for id in ids {
-        if let Some(record) = delete(tx, resource_type, &id, None).await? {
+        if let Some(record) = delete(tx, who, resource_type, &id, None).await? {
             deleted.push(record);
         }
     }
@@ -295,6 +385,7 @@ pub async fn conditional_delete(
 /// patches serialize), validates the result like any write and stores it.
 pub async fn patch(
     tx: &mut WriteTx,
+    who: Writer<'_>,
     resource_type: &str,
     id: &str,
     patch: &PatchBody,
@@ -321,8 +412,8 @@ pub async fn patch(
             )));
         }
     }
-    let mut resource: Value = serde_json::from_str(content)
-        .map_err(|e| ApiError::Internal(format!("stored {resource_type}/{id} is not JSON: {e}")))?;
+    let mut resource = parse_stored(resource_type, id, content)?;
+    let before = who.needs_current().then(|| resource.clone());
     let applied = match patch {
         PatchBody::Json(doc) => fhir::patch::apply_json_patch(&mut resource, doc),
         PatchBody::FhirPath(params) => fhir::patch::apply_fhirpath_patch(&mut resource, params),
@@ -341,6 +432,12 @@ pub async fn patch(
         ));
     }
     fhir::validate::validate_resource(fhir::definitions::r4(), &resource)?;
+    who.check(
+        Interaction::Update,
+        resource_type,
+        before.as_ref(),
+        Some(&resource),
+    )?;
     let record = tx
         .patch(resource_type, id, resource, Some(current.version))
         .await?;

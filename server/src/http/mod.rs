@@ -28,6 +28,10 @@ use error::outcome_response;
 /// What every handler can reach.
 #[derive(Debug, Clone)]
 pub struct AppState {
+    /// Token validation and the role policy.
+    pub auth: crate::auth::Auth,
+    /// Where AuditEvents go; `None` only when `--audit false` (benchmarks).
+    pub audit: Option<crate::audit_trail::AuditTrail>,
     /// The storage API.
     pub store: Store,
     /// Configured public base URL of the FHIR endpoint (`…/fhir`), if any.
@@ -52,8 +56,11 @@ pub fn app(
 > {
     App::new()
         .app_data(web::Data::new(state))
+        .wrap(from_fn(crate::auth::middleware))
+        .wrap(from_fn(crate::audit_trail::middleware))
         .wrap(ErrorHandlers::new().default_handler(fhir_errors))
         .wrap(from_fn(request_id::middleware))
+        .configure(crate::auth::discovery::routes)
         .configure(handlers::routes)
         .configure(openapi::routes)
         .default_service(web::to(|| async {

@@ -2,6 +2,10 @@
 //! loopback port, over a fresh SQLite file or a fresh PostgreSQL database, and talks to it
 //! over HTTP. `backend_tests!` runs each test on both backends.
 //!
+//! Tokens are required on `/fhir` and `/ledger`: `client` carries an admin token (dev mode,
+//! the server's own key) in its default headers; [`TestServer::token`] and
+//! [`TestServer::client_with`] give tokens and clients for other roles, scopes and patients.
+//!
 //! PostgreSQL comes from `FHIR_NOTARY_TEST_POSTGRES_URL` (default
 //! `postgres://postgres@127.0.0.1:5432/postgres`); `scripts/test` starts a throwaway server
 //! when none is reachable. A test never skips for want of PostgreSQL: it fails saying so.
@@ -13,6 +17,8 @@ use std::path::PathBuf;
 use std::sync::mpsc;
 use std::time::Duration;
 
+use server::auth::{Auth, MintRequest, Role};
+use server::config::{AuthArgs, AuthMode};
 use server::store::Store;
 use server::AppState;
 use sqlx::AnyPool;
@@ -35,6 +41,8 @@ pub struct TestServer {
     /// The database URL the server uses (for tests that inspect or tamper with it).
     pub database_url: String,
     pub data_dir: PathBuf,
+    /// Token validation as the server does it; mints tokens for tests.
+    pub auth: Auth,
     handle: actix_web::dev::ServerHandle,
     thread: Option<std::thread::JoinHandle<()>>,
     pg_database: Option<String>,
@@ -72,11 +80,28 @@ async fn admin_pool() -> AnyPool {
 impl TestServer {
     /// Starts a server over a fresh database of the given kind, sealing every 50 ms.
     pub async fn start(db: Db) -> TestServer {
-        Self::start_with(db, true).await
+        Self::start_full(db, true, false, default_auth_args()).await
+    }
+
+    /// Starts a server checking tokens as `auth` says (e.g. oidc mode); `client` then carries
+    /// no token unless the mode is dev.
+    pub async fn start_with_auth(db: Db, auth: AuthArgs) -> TestServer {
+        Self::start_full(db, true, false, auth).await
+    }
+
+    /// Starts a server that records the AuditEvent trail, as production does. (The other
+    /// suites leave it off: they count ledger entries, versions and history entries of
+    /// their own writes, which the trail's writes would add to.)
+    pub async fn start_audited(db: Db) -> TestServer {
+        Self::start_full(db, true, true, default_auth_args()).await
     }
 
     /// Starts a server; without `seal`, no sealer runs (entries stay pending).
     pub async fn start_with(db: Db, seal: bool) -> TestServer {
+        Self::start_full(db, seal, false, default_auth_args()).await
+    }
+
+    async fn start_full(db: Db, seal: bool, audited: bool, auth_args: AuthArgs) -> TestServer {
         let dir = tempfile::tempdir().expect("temp dir");
         let (database_url, pg_database) = match db {
             Db::Sqlite => (
@@ -95,6 +120,10 @@ impl TestServer {
             }
         };
         let data_dir = dir.path().join("data");
+        let auth = Auth::from_args(&auth_args, &data_dir)
+            .await
+            .expect("auth set-up");
+        let server_auth = auth.clone();
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind loopback");
         let port = listener.local_addr().expect("local addr").port();
         let (tx, rx) = mpsc::channel();
@@ -117,7 +146,11 @@ impl TestServer {
                 if seal {
                     actix_web::rt::spawn(sealer.run());
                 }
+                let (audit, writer) = server::audit_trail::AuditTrail::new(store.clone());
+                actix_web::rt::spawn(writer.run());
                 let state = AppState {
+                    auth: server_auth,
+                    audit: audited.then(|| audit.clone()),
                     store,
                     base_url: None,
                     max_body_bytes: 1024 * 1024,
@@ -128,20 +161,20 @@ impl TestServer {
                 tx.send(server.handle())
                     .expect("hand over the server handle");
                 let _ = server.await;
+                audit.shutdown().await;
             });
         });
         let handle = rx.recv().expect("server started");
         let root = format!("http://127.0.0.1:{port}");
+        let admin = auth.is_dev().then(|| mint(&auth, Role::Admin, None, None));
         TestServer {
             base: format!("{root}/fhir"),
             root,
-            client: reqwest::Client::builder()
-                .timeout(Duration::from_secs(60))
-                .build()
-                .expect("client"),
+            client: client_with(admin.as_deref()),
             db,
             database_url,
             data_dir,
+            auth,
             handle,
             thread: Some(thread),
             pg_database,
@@ -295,6 +328,78 @@ impl TestServer {
     }
 }
 
+/// The auth options a server gets by default: dev mode, embedded policy.
+pub fn default_auth_args() -> AuthArgs {
+    AuthArgs {
+        auth_mode: AuthMode::Dev,
+        auth_issuer: None,
+        auth_audience: "fhir-notary".into(),
+        auth_role_claim: "fhir_notary_role".into(),
+        auth_model: None,
+        auth_policy: None,
+    }
+}
+
+fn mint(auth: &Auth, role: Role, patient: Option<&str>, scope: Option<&str>) -> String {
+    auth.mint(&MintRequest {
+        role,
+        subject: format!("test-{}", role.as_str()),
+        patient: patient.map(str::to_owned),
+        fhir_user: None,
+        scope: scope.map(str::to_owned),
+        ttl: Duration::from_secs(3600),
+    })
+    .expect("mint a token")
+}
+
+/// A token printed by `fhir-notary token --role <role>` with the dev key in `data_dir`
+/// (which it creates when missing), for tests that run the binary.
+pub fn cli_token(data_dir: &std::path::Path, role: &str) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_fhir-notary"))
+        .args(["token", "--role", role])
+        .arg("--data-dir")
+        .arg(data_dir)
+        .output()
+        .expect("run fhir-notary token");
+    assert!(
+        out.status.success(),
+        "fhir-notary token failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .expect("token is text")
+        .trim()
+        .to_owned()
+}
+
+/// A client sending `token` (none: no Authorization header) with every request.
+pub fn client_with(token: Option<&str>) -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(t) = token {
+        headers.insert(
+            reqwest::header::AUTHORIZATION,
+            format!("Bearer {t}").parse().expect("header value"),
+        );
+    }
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .default_headers(headers)
+        .build()
+        .expect("client")
+}
+
+impl TestServer {
+    /// A token for `role`, with the role's default scopes unless `scope` is given.
+    pub fn token(&self, role: Role, patient: Option<&str>, scope: Option<&str>) -> String {
+        mint(&self.auth, role, patient, scope)
+    }
+
+    /// A client for `role` (see [`Self::token`]).
+    pub fn client_as(&self, role: Role, patient: Option<&str>) -> reqwest::Client {
+        client_with(Some(&self.token(role, patient, None)))
+    }
+}
+
 /// The body of an OperationOutcome response, checked to be one.
 pub async fn outcome(res: reqwest::Response) -> serde_json::Value {
     let ct = res
@@ -310,9 +415,28 @@ pub async fn outcome(res: reqwest::Response) -> serde_json::Value {
 }
 
 /// Defines `mod sqlite` and `mod postgres`, each with one `#[tokio::test]` per named test
-/// function `async fn name(server: TestServer)` of the enclosing module.
+/// function `async fn name(server: TestServer)` of the enclosing module. With `audited:`
+/// first, the servers record the AuditEvent trail.
 #[macro_export]
 macro_rules! backend_tests {
+    (audited: $($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::common::TestServer::start_audited($crate::common::Db::Sqlite).await).await
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::common::TestServer::start_audited($crate::common::Db::Postgres).await).await
+                }
+            )*
+        }
+    };
     ($($name:ident),* $(,)?) => {
         mod sqlite {
             $(

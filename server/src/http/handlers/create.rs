@@ -11,8 +11,9 @@
 use actix_web::{web, HttpRequest, HttpResponse};
 
 use super::{known_type, parse_resource, write_context, write_response};
+use crate::auth::Principal;
 use crate::http::error::ApiError;
-use crate::http::interactions::{self, Condition};
+use crate::http::interactions::{self, Condition, Writer};
 use crate::http::negotiate::{self, Params};
 use crate::http::response::base_url;
 use crate::http::AppState;
@@ -23,6 +24,7 @@ pub async fn create(
     path: web::Path<String>,
     payload: web::Payload,
     state: web::Data<AppState>,
+    principal: Principal,
 ) -> Result<HttpResponse, ApiError> {
     let resource_type = known_type(&path)?;
     let format = negotiate::negotiate(&req, &Params::parse(req.query_string()))?;
@@ -40,14 +42,22 @@ pub async fn create(
     let body = negotiate::read_body(&req, payload, state.max_body_bytes).await?;
     let resource = parse_resource(&body, resource_type)?;
 
+    let who = Writer::Principal(&principal);
     let mut tx = state.store.begin(write_context(&req)).await?;
     let written = match &condition {
         Some(condition) => {
             let base = base_url(&req, &state);
-            interactions::create_if_none_exist(&mut tx, &base, resource_type, resource, condition)
-                .await?
+            interactions::create_if_none_exist(
+                &mut tx,
+                who,
+                &base,
+                resource_type,
+                resource,
+                condition,
+            )
+            .await?
         }
-        None => interactions::create(&mut tx, resource_type, resource, None).await?,
+        None => interactions::create(&mut tx, who, resource_type, resource, None).await?,
     };
     tx.commit().await?;
 

@@ -11,8 +11,9 @@ use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 
 use super::{known_type, valid_id, write_context};
+use crate::auth::Principal;
 use crate::http::error::ApiError;
-use crate::http::interactions::{self, Condition};
+use crate::http::interactions::{self, Condition, Writer};
 use crate::http::negotiate::{self, etag, Params};
 use crate::http::response::base_url;
 use crate::http::AppState;
@@ -22,12 +23,14 @@ pub async fn delete(
     req: HttpRequest,
     path: web::Path<(String, String)>,
     state: web::Data<AppState>,
+    principal: Principal,
 ) -> Result<HttpResponse, ApiError> {
     let (resource_type, id) = (known_type(&path.0)?, valid_id(&path.1)?);
     let if_match = negotiate::if_match(req.headers())?;
 
     let mut tx = state.store.begin(write_context(&req)).await?;
-    let deleted = interactions::delete(&mut tx, resource_type, id, if_match).await?;
+    let who = Writer::Principal(&principal);
+    let deleted = interactions::delete(&mut tx, who, resource_type, id, if_match).await?;
     tx.commit().await?;
 
     let mut response = HttpResponse::NoContent();
@@ -42,14 +45,16 @@ pub async fn conditional(
     req: HttpRequest,
     path: web::Path<String>,
     state: web::Data<AppState>,
+    principal: Principal,
 ) -> Result<HttpResponse, ApiError> {
     let resource_type = known_type(&path)?;
     let condition = Condition::parse(resource_type, &Params::parse(req.query_string()).0)?;
 
     let base = base_url(&req, &state);
     let mut tx = state.store.begin(write_context(&req)).await?;
+    let who = Writer::Principal(&principal);
     let deleted =
-        interactions::conditional_delete(&mut tx, &base, resource_type, &condition).await?;
+        interactions::conditional_delete(&mut tx, who, &base, resource_type, &condition).await?;
     tx.commit().await?;
 
     let mut response = HttpResponse::NoContent();

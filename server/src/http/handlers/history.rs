@@ -13,6 +13,7 @@ use serde::Serialize;
 use serde_json::value::RawValue;
 
 use super::{known_type, valid_id};
+use crate::auth::{Interaction, Principal};
 use crate::http::bundle::{self, Link};
 use crate::http::error::ApiError;
 use crate::http::negotiate::{self, etag, Format, Params};
@@ -29,7 +30,9 @@ const MAX_COUNT: u64 = 1000;
 pub async fn system(
     req: HttpRequest,
     state: web::Data<AppState>,
+    principal: Principal,
 ) -> Result<HttpResponse, ApiError> {
+    principal.authorize(Interaction::HistoryType, None, None)?;
     history(&req, &state, HistoryScope::System).await
 }
 
@@ -38,8 +41,11 @@ pub async fn type_level(
     req: HttpRequest,
     path: web::Path<String>,
     state: web::Data<AppState>,
+    principal: Principal,
 ) -> Result<HttpResponse, ApiError> {
-    history(&req, &state, HistoryScope::Type(known_type(&path)?)).await
+    let resource_type = known_type(&path)?;
+    principal.authorize(Interaction::HistoryType, Some(resource_type), None)?;
+    history(&req, &state, HistoryScope::Type(resource_type)).await
 }
 
 /// `GET [base]/[type]/[id]/_history`.
@@ -47,8 +53,18 @@ pub async fn instance(
     req: HttpRequest,
     path: web::Path<(String, String)>,
     state: web::Data<AppState>,
+    principal: Principal,
 ) -> Result<HttpResponse, ApiError> {
     let (resource_type, id) = (known_type(&path.0)?, valid_id(&path.1)?);
+    principal
+        .authorize_stored(
+            &state.store,
+            Interaction::HistoryInstance,
+            resource_type,
+            id,
+            None,
+        )
+        .await?;
     let scope = HistoryScope::Instance(resource_type, id);
     let response = history(&req, &state, scope).await?;
     Ok(response)

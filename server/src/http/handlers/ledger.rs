@@ -15,6 +15,7 @@ use fhir::outcome::{Issue, IssueType, OperationOutcome};
 use serde_json::{json, Value};
 
 use super::{known_type, valid_id};
+use crate::auth::{Interaction, Principal};
 use crate::http::error::{outcome_response, ApiError};
 use crate::http::negotiate::Params;
 use crate::http::AppState;
@@ -48,7 +49,11 @@ fn come_back_later(status: StatusCode, issue: Issue, state: &AppState) -> HttpRe
 }
 
 /// `GET /ledger/head`.
-pub async fn head(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+pub async fn head(
+    state: web::Data<AppState>,
+    principal: Principal,
+) -> Result<HttpResponse, ApiError> {
+    principal.authorize(Interaction::Ledger, None, None)?;
     let pending = state.store.ledger_pending().await?;
     let Some(block) = state.store.ledger_head().await? else {
         return Ok(come_back_later(
@@ -74,7 +79,9 @@ pub async fn head(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> 
 pub async fn block(
     path: web::Path<String>,
     state: web::Data<AppState>,
+    principal: Principal,
 ) -> Result<HttpResponse, ApiError> {
+    principal.authorize(Interaction::Ledger, None, None)?;
     let height: u64 = path
         .parse()
         .map_err(|_| ApiError::BadRequest(format!("'{}' is not a block height", path.as_str())))?;
@@ -92,7 +99,9 @@ pub async fn block(
 pub async fn blocks(
     req: HttpRequest,
     state: web::Data<AppState>,
+    principal: Principal,
 ) -> Result<HttpResponse, ApiError> {
+    principal.authorize(Interaction::Ledger, None, None)?;
     let params = Params::parse(req.query_string());
     let number = |name: &str, default: u64| -> Result<u64, ApiError> {
         params
@@ -133,7 +142,9 @@ pub async fn blocks(
 pub async fn proof(
     path: web::Path<(String, String, String)>,
     state: web::Data<AppState>,
+    principal: Principal,
 ) -> Result<HttpResponse, ApiError> {
+    principal.authorize(Interaction::Ledger, None, None)?;
     let (resource_type, id) = (known_type(&path.0)?, valid_id(&path.1)?);
     let version: i64 = path.2.parse().map_err(|_| {
         ApiError::NotFound(format!(

@@ -24,7 +24,8 @@ pub async fn capability_statement(
 ) -> Result<HttpResponse, ApiError> {
     let params = Params::parse(req.query_string());
     let format = negotiate::negotiate(&req, &params)?;
-    let statement = build(&base_url(&req, &state));
+    let mut statement = build(&base_url(&req, &state));
+    statement["rest"][0]["security"] = crate::auth::discovery::capability_security(&req, &state);
     Ok(HttpResponse::Ok()
         .insert_header((header::CONTENT_TYPE, FHIR_JSON))
         .body(json_text(&statement, format)))

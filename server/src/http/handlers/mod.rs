@@ -27,7 +27,7 @@ use super::AppState;
 use crate::http::request_id::RequestId;
 use crate::store::{VersionRecord, WriteContext};
 
-/// Who writes, for the ledger entries of this request's writes.
+/// Who writes, for the ledger entries of this request's writes: the token's principal.
 fn write_context(req: &HttpRequest) -> WriteContext {
     use actix_web::HttpMessage;
     let request_id = req
@@ -36,7 +36,10 @@ fn write_context(req: &HttpRequest) -> WriteContext {
         .map(|r| r.0.clone())
         .unwrap_or_default();
     WriteContext {
-        actor: WriteContext::ANONYMOUS.to_owned(),
+        actor: req
+            .extensions()
+            .get::<crate::auth::Principal>()
+            .map_or_else(|| WriteContext::ANONYMOUS.to_owned(), |p| p.actor()),
         request_id,
     }
 }

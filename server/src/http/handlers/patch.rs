@@ -13,8 +13,9 @@ use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 
 use super::{known_type, valid_id, write_context, write_response};
+use crate::auth::Principal;
 use crate::http::error::ApiError;
-use crate::http::interactions::{self, Condition, PatchBody};
+use crate::http::interactions::{self, Condition, PatchBody, Writer};
 use crate::http::negotiate::{self, Params};
 use crate::http::response::base_url;
 use crate::http::AppState;
@@ -51,6 +52,7 @@ pub async fn patch(
     path: web::Path<(String, String)>,
     payload: web::Payload,
     state: web::Data<AppState>,
+    principal: Principal,
 ) -> Result<HttpResponse, ApiError> {
     let (resource_type, id) = (known_type(&path.0)?, valid_id(&path.1)?);
     let format = negotiate::negotiate(&req, &Params::parse(req.query_string()))?;
@@ -58,7 +60,8 @@ pub async fn patch(
     let patch = body(&req, payload, &state).await?;
 
     let mut tx = state.store.begin(write_context(&req)).await?;
-    let written = interactions::patch(&mut tx, resource_type, id, &patch, if_match).await?;
+    let who = Writer::Principal(&principal);
+    let written = interactions::patch(&mut tx, who, resource_type, id, &patch, if_match).await?;
     tx.commit().await?;
 
     write_response(&req, &state, written.status, &written.record, format)
@@ -70,6 +73,7 @@ pub async fn conditional(
     path: web::Path<String>,
     payload: web::Payload,
     state: web::Data<AppState>,
+    principal: Principal,
 ) -> Result<HttpResponse, ApiError> {
     let resource_type = known_type(&path)?;
     let params = Params::parse(req.query_string());
@@ -86,7 +90,8 @@ pub async fn conditional(
             condition.display()
         )));
     };
-    let written = interactions::patch(&mut tx, resource_type, &id, &patch, if_match).await?;
+    let who = Writer::Principal(&principal);
+    let written = interactions::patch(&mut tx, who, resource_type, &id, &patch, if_match).await?;
     tx.commit().await?;
 
     write_response(&req, &state, written.status, &written.record, format)

@@ -11,6 +11,7 @@ use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 
 use super::{known_type, valid_id};
+use crate::auth::{Interaction, Principal};
 use crate::http::error::ApiError;
 use crate::http::negotiate::{self, Params};
 use crate::http::response::{http_date, version_headers, version_response, Projection};
@@ -22,8 +23,10 @@ pub async fn read(
     req: HttpRequest,
     path: web::Path<(String, String)>,
     state: web::Data<AppState>,
+    principal: Principal,
 ) -> Result<HttpResponse, ApiError> {
     let (resource_type, id) = (known_type(&path.0)?, valid_id(&path.1)?);
+    principal.authorize(Interaction::Read, Some(resource_type), None)?;
     let params = Params::parse(req.query_string());
     let format = negotiate::negotiate(&req, &params)?;
     let projection = Projection::parse(&params)?;
@@ -34,6 +37,7 @@ pub async fn read(
         .await?
         .ok_or_else(|| not_found(resource_type, id))?;
     refuse_deleted(&record)?;
+    principal.authorize_record(Interaction::Read, &record)?;
     if not_modified(&req, &record) {
         return Ok(version_headers(StatusCode::NOT_MODIFIED, &record).finish());
     }
@@ -45,8 +49,10 @@ pub async fn vread(
     req: HttpRequest,
     path: web::Path<(String, String, String)>,
     state: web::Data<AppState>,
+    principal: Principal,
 ) -> Result<HttpResponse, ApiError> {
     let (resource_type, id) = (known_type(&path.0)?, valid_id(&path.1)?);
+    principal.authorize(Interaction::Vread, Some(resource_type), None)?;
     let version: i64 = path.2.parse().ok().filter(|v| *v >= 1).ok_or_else(|| {
         ApiError::NotFound(format!(
             "'{}' is not a version of {resource_type}/{id}",
@@ -65,6 +71,7 @@ pub async fn vread(
             ApiError::NotFound(format!("{resource_type}/{id} has no version {version}"))
         })?;
     refuse_deleted(&record)?;
+    principal.authorize_record(Interaction::Vread, &record)?;
     version_response(StatusCode::OK, &record, format, &projection)
 }
 

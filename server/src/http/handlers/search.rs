@@ -21,6 +21,7 @@ use serde::Serialize;
 use serde_json::value::RawValue;
 
 use super::known_type;
+use crate::auth::{Interaction, Principal};
 use crate::http::bundle::{self, Link};
 use crate::http::error::{ApiError, FHIR_JSON};
 use crate::http::negotiate::{self, Format, Params};
@@ -39,10 +40,11 @@ pub async fn type_get(
     req: HttpRequest,
     path: web::Path<String>,
     state: web::Data<AppState>,
+    principal: Principal,
 ) -> Result<HttpResponse, ApiError> {
     let resource_type = known_type(&path)?;
     let params = Params::parse(req.query_string());
-    search(&req, &state, Some(resource_type), params).await
+    search(&req, &state, &principal, Some(resource_type), params).await
 }
 
 /// `POST [base]/[type]/_search`.
@@ -51,19 +53,21 @@ pub async fn type_post(
     path: web::Path<String>,
     state: web::Data<AppState>,
     payload: web::Payload,
+    principal: Principal,
 ) -> Result<HttpResponse, ApiError> {
     let resource_type = known_type(&path)?;
     let params = form_params(&req, &state, payload).await?;
-    search(&req, &state, Some(resource_type), params).await
+    search(&req, &state, &principal, Some(resource_type), params).await
 }
 
 /// `GET [base]?_type=…`.
 pub async fn system_get(
     req: HttpRequest,
     state: web::Data<AppState>,
+    principal: Principal,
 ) -> Result<HttpResponse, ApiError> {
     let params = Params::parse(req.query_string());
-    search(&req, &state, None, params).await
+    search(&req, &state, &principal, None, params).await
 }
 
 /// `POST [base]/_search`.
@@ -71,9 +75,10 @@ pub async fn system_post(
     req: HttpRequest,
     state: web::Data<AppState>,
     payload: web::Payload,
+    principal: Principal,
 ) -> Result<HttpResponse, ApiError> {
     let params = form_params(&req, &state, payload).await?;
-    search(&req, &state, None, params).await
+    search(&req, &state, &principal, None, params).await
 }
 
 /// The query string's parameters followed by the form body's.
@@ -115,21 +120,31 @@ fn strict_handling(req: &HttpRequest) -> bool {
 async fn search(
     req: &HttpRequest,
     state: &AppState,
+    principal: &Principal,
     resource_type: Option<&str>,
     params: Params,
 ) -> Result<HttpResponse, ApiError> {
     let format = negotiate::negotiate(req, &params)?;
     let base = base_url(req, state);
-    let compact = searchset(state, &base, resource_type, params, strict_handling(req)).await?;
+    let compact = searchset(
+        state,
+        principal,
+        &base,
+        resource_type,
+        params,
+        strict_handling(req),
+    )
+    .await?;
     Ok(HttpResponse::Ok()
         .insert_header((header::CONTENT_TYPE, FHIR_JSON))
         .body(bundle::formatted(compact, format)?))
 }
 
-/// Runs a search and renders its searchset Bundle (compact JSON): the REST search
-/// interactions and the GET entries of a Bundle share it.
+/// Runs a search as `principal` may see it and renders its searchset Bundle (compact
+/// JSON): the REST search interactions and the GET entries of a Bundle share it.
 pub(super) async fn searchset(
     state: &AppState,
+    principal: &Principal,
     base: &str,
     resource_type: Option<&str>,
     params: Params,
@@ -158,6 +173,7 @@ pub(super) async fn searchset(
     let request =
         fhir::search::parse_search(fhir::search::r4_search(), resource_type, &rest, strict)
             .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    principal.authorize_types(Interaction::Search, &request.resource_types)?;
     if let Some(c) = &cursor {
         if !c.fits(&request) {
             return Err(ApiError::BadRequest(format!(
@@ -166,15 +182,17 @@ pub(super) async fn searchset(
         }
     }
     let projection = projection(&request)?;
-    let page = state
+    let mut page = state
         .store
         .search(&SearchQuery {
             request: &request,
             base_url: Some(base),
             cursor: cursor.as_ref(),
             count: request.count.map_or(DEFAULT_COUNT, u64::from),
+            compartment: principal.compartment(),
         })
         .await?;
+    page.included.retain(|v| principal.may_read(v));
     bundle(
         base,
         resource_type,

@@ -37,19 +37,21 @@ use serde_json::Value;
 
 use super::search::searchset;
 use super::{known_type, valid_id, write_context};
+use crate::auth::{Interaction, Principal};
 use crate::http::bundle;
 use crate::http::error::{ApiError, FHIR_JSON};
-use crate::http::interactions::{self, Condition, PatchBody};
+use crate::http::interactions::{self, Condition, PatchBody, Writer};
 use crate::http::negotiate::{self, etag, Params, ReturnPreference};
 use crate::http::response::base_url;
 use crate::http::AppState;
-use crate::store::{NewResource, StoreError, VersionRecord, WriteTx};
+use crate::store::{NewResource, Store, StoreError, VersionRecord, WriteTx};
 
 /// `POST [base]` with a transaction or batch Bundle.
 pub async fn transaction(
     req: HttpRequest,
     payload: web::Payload,
     state: web::Data<AppState>,
+    principal: Principal,
 ) -> Result<HttpResponse, ApiError> {
     let format = negotiate::negotiate(&req, &Params::parse(req.query_string()))?;
     negotiate::require_json_body(&req)?;
@@ -61,7 +63,9 @@ pub async fn transaction(
     drop(value);
     let base = base_url(&req, &state);
     let run = Run {
-        state: &state,
+        store: &state.store,
+        reader: Some((&state, &principal)),
+        who: Writer::Principal(&principal),
         base: &base,
         prefer: negotiate::return_preference(req.headers()),
     };
@@ -335,8 +339,12 @@ fn plan(entry: &mut Entry, base: &str) -> Result<Op, ApiError> {
 
 /// One Bundle being processed.
 pub(crate) struct Run<'a> {
-    /// The server's state (its store).
-    pub state: &'a AppState,
+    /// Where the entries are written.
+    pub store: &'a Store,
+    /// Who reads, for GET entries (None: reads are not run, as in an import).
+    pub reader: Option<(&'a AppState, &'a Principal)>,
+    /// Who writes: every write entry is checked as the same request alone would be.
+    pub who: Writer<'a>,
     /// The FHIR base URL references are relative to.
     pub base: &'a str,
     /// What response entries carry.
@@ -350,7 +358,7 @@ impl Run<'_> {
         bundle: RequestBundle,
         context: crate::store::WriteContext,
     ) -> Result<Vec<ResponseEntry>, ApiError> {
-        let mut tx = self.state.store.begin(context).await?;
+        let mut tx = self.store.begin(context).await?;
         let (mut results, reads) = self.write_all(&mut tx, bundle).await?;
         tx.commit().await?;
         for (i, op) in reads {
@@ -419,6 +427,9 @@ impl Run<'_> {
                     }),
                     Some(Assigned::New(id)),
                 ) => {
+                    self.who
+                        .check(Interaction::Create, &ty, None, Some(&resource))
+                        .map_err(|e| e.in_entry(i))?;
                     if has_unresolved(&resource, &references) {
                         self.flush(tx, &mut pending, &mut results).await?;
                     }
@@ -527,7 +538,7 @@ impl Run<'_> {
         mut op: Op,
         context: crate::store::WriteContext,
     ) -> Result<ResponseEntry, ApiError> {
-        let mut tx = self.state.store.begin(context).await?;
+        let mut tx = self.store.begin(context).await?;
         let assigned = self.assign(&mut tx, &mut op).await?;
         let entry = self
             .write(&mut tx, Some(op), assigned, &mut HashMap::new())
@@ -598,10 +609,12 @@ impl Run<'_> {
             Op::Create {
                 ty, mut resource, ..
             } => match assigned {
-                Some(Assigned::Existing(id)) => interactions::existing(tx, &ty, &id).await?,
+                Some(Assigned::Existing(id)) => {
+                    interactions::existing(tx, self.who, &ty, &id).await?
+                }
                 Some(Assigned::New(id)) => {
                     self.resolve(tx, &mut resource, references).await?;
-                    interactions::create(tx, &ty, resource, Some(&id)).await?
+                    interactions::create(tx, self.who, &ty, resource, Some(&id)).await?
                 }
                 None => return Err(ApiError::Internal("a create entry without a target".into())),
             },
@@ -612,7 +625,7 @@ impl Run<'_> {
                 if_match,
             } => {
                 self.resolve(tx, &mut resource, references).await?;
-                interactions::update(tx, &ty, &id, resource, if_match).await?
+                interactions::update(tx, self.who, &ty, &id, resource, if_match).await?
             }
             Op::Patch {
                 ty,
@@ -630,7 +643,7 @@ impl Run<'_> {
                         PatchBody::FhirPath(params)
                     }
                 };
-                interactions::patch(tx, &ty, &id, &patch, if_match).await?
+                interactions::patch(tx, self.who, &ty, &id, &patch, if_match).await?
             }
             Op::Delete {
                 ty,
@@ -638,12 +651,12 @@ impl Run<'_> {
                 if_match,
             } => {
                 let deleted = match target {
-                    Target::Id(id) => interactions::delete(tx, &ty, &id, if_match)
+                    Target::Id(id) => interactions::delete(tx, self.who, &ty, &id, if_match)
                         .await?
                         .into_iter()
                         .collect(),
                     Target::Condition(c) => {
-                        interactions::conditional_delete(tx, self.base, &ty, &c).await?
+                        interactions::conditional_delete(tx, self.who, self.base, &ty, &c).await?
                     }
                 };
                 return Ok(ResponseEntry {
@@ -757,13 +770,22 @@ impl Run<'_> {
         })
     }
 
-    /// A GET or HEAD entry.
+    /// A GET or HEAD entry, as its reader may see it.
     async fn read(&self, op: Op) -> Result<ResponseEntry, ApiError> {
+        let Some((state, principal)) = self.reader else {
+            return Err(ApiError::BadRequest("read entries are not run here".into()));
+        };
         match op {
             Op::Read { ty, id, version } => {
+                let interaction = if version.is_some() {
+                    Interaction::Vread
+                } else {
+                    Interaction::Read
+                };
+                principal.authorize(interaction, Some(&ty), None)?;
                 let record = match version {
-                    Some(v) => self.state.store.read_version(&ty, &id, v).await?,
-                    None => self.state.store.read_current(&ty, &id).await?,
+                    Some(v) => self.store.read_version(&ty, &id, v).await?,
+                    None => self.store.read_current(&ty, &id).await?,
                 };
                 let Some(record) = record else {
                     return Err(ApiError::NotFound(match version {
@@ -771,6 +793,7 @@ impl Run<'_> {
                         None => format!("{ty}/{id} does not exist"),
                     }));
                 };
+                principal.authorize_record(interaction, &record)?;
                 if record.is_delete() {
                     return Err(ApiError::Gone {
                         resource_type: ty,
@@ -784,8 +807,15 @@ impl Run<'_> {
                 Ok(entry)
             }
             Op::Search { ty, query } => {
-                let text =
-                    searchset(self.state, self.base, ty.as_deref(), Params(query), false).await?;
+                let text = searchset(
+                    state,
+                    principal,
+                    self.base,
+                    ty.as_deref(),
+                    Params(query),
+                    false,
+                )
+                .await?;
                 Ok(ResponseEntry {
                     full_url: None,
                     resource: Some(raw(text)?),

@@ -10,8 +10,9 @@
 use actix_web::{web, HttpRequest, HttpResponse};
 
 use super::{known_type, parse_resource, valid_id, write_context, write_response};
+use crate::auth::Principal;
 use crate::http::error::ApiError;
-use crate::http::interactions::{self, Condition};
+use crate::http::interactions::{self, Condition, Writer};
 use crate::http::negotiate::{self, Params};
 use crate::http::response::base_url;
 use crate::http::AppState;
@@ -22,6 +23,7 @@ pub async fn update(
     path: web::Path<(String, String)>,
     payload: web::Payload,
     state: web::Data<AppState>,
+    principal: Principal,
 ) -> Result<HttpResponse, ApiError> {
     let (resource_type, id) = (known_type(&path.0)?, valid_id(&path.1)?);
     let format = negotiate::negotiate(&req, &Params::parse(req.query_string()))?;
@@ -31,7 +33,8 @@ pub async fn update(
     let resource = parse_resource(&body, resource_type)?;
 
     let mut tx = state.store.begin(write_context(&req)).await?;
-    let written = interactions::update(&mut tx, resource_type, id, resource, if_match).await?;
+    let who = Writer::Principal(&principal);
+    let written = interactions::update(&mut tx, who, resource_type, id, resource, if_match).await?;
     tx.commit().await?;
 
     write_response(&req, &state, written.status, &written.record, format)
@@ -43,6 +46,7 @@ pub async fn conditional(
     path: web::Path<String>,
     payload: web::Payload,
     state: web::Data<AppState>,
+    principal: Principal,
 ) -> Result<HttpResponse, ApiError> {
     let resource_type = known_type(&path)?;
     let params = Params::parse(req.query_string());
@@ -57,6 +61,7 @@ pub async fn conditional(
     let mut tx = state.store.begin(write_context(&req)).await?;
     let written = interactions::conditional_update(
         &mut tx,
+        Writer::Principal(&principal),
         &base,
         resource_type,
         resource,

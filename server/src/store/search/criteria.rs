@@ -100,6 +100,56 @@ impl<'a> SqlBuilder<'a> {
         Ok(cond)
     }
 
+    /// The resources `r` in the compartment of `Patient/<patient>`: that Patient, and those
+    /// whose compartment parameters (per the CompartmentDefinition, for `types` or, when
+    /// empty, every type) reference it locally.
+    pub(super) fn compartment(&mut self, r: &Alias, types: &[String], patient: &str) -> Condition {
+        let compartment = fhir::compartment::patient_compartment();
+        let s = self.alias("k");
+        let col = |n: &str| Expr::col((s.clone(), Alias::new(n)));
+        let types: Vec<&str> = if types.is_empty() {
+            compartment.resource_types().collect()
+        } else {
+            types.iter().map(String::as_str).collect()
+        };
+        let mut links = Cond::any();
+        let mut any_link = false;
+        for t in types {
+            let params = compartment.params(t);
+            if !params.is_empty() {
+                any_link = true;
+                links = links.add(
+                    Cond::all()
+                        .add(col("resource_type").eq(t))
+                        .add(col("param").is_in(params.iter().map(String::as_str))),
+                );
+            }
+        }
+        let itself = Cond::all()
+            .add(Expr::col((r.clone(), R::ResourceType)).eq("Patient"))
+            .add(Expr::col((r.clone(), R::Id)).eq(patient));
+        if !any_link {
+            return Cond::any().add(itself);
+        }
+        let refs = Query::select()
+            .expr(Expr::cust("1"))
+            .from_as(Alias::new("search_reference"), s.clone())
+            .cond_where(
+                Cond::all()
+                    .add(
+                        Expr::col((s.clone(), R::ResourceType))
+                            .equals((r.clone(), R::ResourceType)),
+                    )
+                    .add(Expr::col((s.clone(), R::Id)).equals((r.clone(), R::Id)))
+                    .add(col("target_type").eq("Patient"))
+                    .add(col("target_id").eq(patient))
+                    .add(local_reference(&s, self.base_url))
+                    .add(links),
+            )
+            .take();
+        Cond::any().add(itself).add(Expr::exists(refs))
+    }
+
     /// `s.resource_type = r.resource_type AND s.id = r.id AND s.param = code`.
     pub(super) fn owned_by(s: &Alias, r: &Alias, param: &str) -> Condition {
         Cond::all()

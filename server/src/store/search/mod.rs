@@ -79,6 +79,8 @@ pub struct SearchQuery<'a> {
     pub cursor: Option<&'a Cursor>,
     /// Page size (the request's `_count`, defaulted by the caller).
     pub count: u64,
+    /// Only resources in this Patient's compartment (the caller's patient context).
+    pub compartment: Option<&'a str>,
 }
 
 /// One page of results.
@@ -248,7 +250,10 @@ impl Store {
         let req = query.request;
         let mut sql = SqlBuilder::new(query.base_url);
         let r = Alias::new("r");
-        let filter = sql.candidates(&r, req)?;
+        let mut filter = sql.candidates(&r, req)?;
+        if let Some(patient) = query.compartment {
+            filter = filter.add(sql.compartment(&r, &req.resource_types, patient));
+        }
 
         let wants_total = matches!(req.total, Some(TotalMode::Accurate | TotalMode::Estimate))
             || req.count_only();

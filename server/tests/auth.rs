@@ -1,0 +1,876 @@
+//! Access control over HTTP, on SQLite and PostgreSQL: tokens required (401 with
+//! `WWW-Authenticate`), public discovery, the role × interaction matrix — each allowed
+//! case answered, each denied one 403 with an OperationOutcome and an AuditEvent — and the
+//! AuditEvent trail: searchable by auditors, notarized, flushed at shutdown.
+
+mod common;
+
+use common::{client_with, outcome, Db, TestServer};
+use reqwest::{Client, StatusCode};
+use serde_json::{json, Value};
+use server::auth::{Auth, MintRequest, Role};
+
+async fn without_a_token_the_api_answers_401(server: TestServer) {
+    let anonymous = client_with(None);
+    for url in [
+        server.url("Patient"),
+        server.url("Patient/x"),
+        server.url("_history"),
+        server.base.clone(),
+        format!("{}/ledger/head", server.root),
+    ] {
+        let res = anonymous.get(&url).send().await.unwrap();
+        assert_eq!(res.status(), 401, "{url}");
+        let challenge = res.headers()["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        assert!(challenge.starts_with("Bearer "), "{challenge}");
+        let body = outcome(res).await;
+        assert_eq!(body["issue"][0]["code"], "login");
+    }
+    let res = anonymous
+        .post(server.url("Patient"))
+        .header("Content-Type", "application/fhir+json")
+        .body(json!({"resourceType": "Patient"}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 401);
+
+    // A token that is not one, a forged signature, and tokens for another audience or
+    // issuer (signed with the right key) are refused as invalid_token.
+    let good = server.token(Role::Admin, None, None);
+    let mut forged = good.clone();
+    let last = forged.pop().unwrap();
+    forged.push(if last == 'A' { 'B' } else { 'A' });
+    let other_aud = mint_with(&server, "fhir-notary-dev", "someone-else").await;
+    let other_iss = mint_with(&server, "https://evil.example", "fhir-notary").await;
+    // alg "none": header {"alg":"none","typ":"JWT"}, the real claims, no signature.
+    let claims = good.split('.').nth(1).unwrap();
+    let none = format!("eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.{claims}.");
+    for bad in ["not-a-jwt", &forged, &other_aud, &other_iss, &none] {
+        let res = client_with(Some(bad))
+            .get(server.url("Patient"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 401, "token {bad}");
+        let challenge = res.headers()["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        assert!(challenge.contains("error=\"invalid_token\""), "{challenge}");
+        outcome(res).await;
+    }
+    // Basic credentials are not a bearer token.
+    let res = anonymous
+        .get(server.url("Patient"))
+        .basic_auth("admin", Some("admin"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 401);
+}
+
+/// A token signed with the server's dev key, for another issuer or audience.
+async fn mint_with(server: &TestServer, issuer: &str, audience: &str) -> String {
+    let mut args = common::default_auth_args();
+    args.auth_issuer = Some(issuer.into());
+    args.auth_audience = audience.into();
+    let auth = Auth::from_args(&args, &server.data_dir).await.unwrap();
+    auth.mint(&MintRequest {
+        role: Role::Admin,
+        subject: "x".into(),
+        patient: None,
+        fhir_user: None,
+        scope: None,
+        ttl: std::time::Duration::from_secs(60),
+    })
+    .unwrap()
+}
+
+async fn discovery_and_metadata_are_public(server: TestServer) {
+    let anonymous = client_with(None);
+    let res = anonymous.get(server.url("metadata")).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    let cs: Value = res.json().await.unwrap();
+    assert_eq!(
+        cs["rest"][0]["security"]["service"][0]["coding"][0]["code"],
+        "SMART-on-FHIR"
+    );
+    for path in [
+        "/.well-known/smart-configuration",
+        "/fhir/.well-known/smart-configuration",
+        "/.well-known/openid-configuration",
+    ] {
+        let res = anonymous
+            .get(format!("{}{path}", server.root))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200, "{path}");
+        let doc: Value = res.json().await.unwrap();
+        assert_eq!(doc["issuer"], "fhir-notary-dev", "{path}");
+        assert_eq!(
+            doc["jwks_uri"],
+            format!("{}/.well-known/jwks.json", server.root)
+        );
+    }
+    let jwks: Value = anonymous
+        .get(format!("{}/.well-known/jwks.json", server.root))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let key = &jwks["keys"][0];
+    assert_eq!(key["kty"], "OKP");
+    assert_eq!(key["crv"], "Ed25519");
+    assert!(
+        key.get("d").is_none(),
+        "the JWKS must not carry the private key"
+    );
+    assert!(anonymous
+        .get(format!("{}/healthz", server.root))
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .is_success());
+}
+
+/// The data every matrix row works on: two patients, each with an Observation.
+struct World {
+    p1: String,
+    p2: String,
+    o1: String,
+    o2: String,
+}
+
+async fn world(server: &TestServer) -> World {
+    let p1 = server
+        .create(json!({"resourceType": "Patient", "gender": "female",
+            "address": [{"city": "Leiden"}]}))
+        .await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let p2 = server
+        .create(json!({"resourceType": "Patient", "gender": "male"}))
+        .await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let obs = |p: &str| {
+        json!({"resourceType": "Observation", "status": "final",
+            "code": {"coding": [{"system": "http://loinc.org", "code": "29463-7"}]},
+            "subject": {"reference": format!("Patient/{p}")}})
+    };
+    let o1 = server.create(obs(&p1)).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let o2 = server.create(obs(&p2)).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    World { p1, p2, o1, o2 }
+}
+
+/// One request of the matrix.
+enum Req {
+    Get(String),
+    Post(String, Value),
+    Put(String, Value),
+    Delete(String),
+}
+
+async fn send(server: &TestServer, client: &Client, req: &Req) -> reqwest::Response {
+    let url = |p: &str| {
+        if p.starts_with("/ledger") {
+            format!("{}{p}", server.root)
+        } else {
+            server.url(p)
+        }
+    };
+    let json_body = |b: &Value| b.to_string();
+    match req {
+        Req::Get(p) => client.get(url(p)).send(),
+        Req::Post(p, b) => client
+            .post(url(p))
+            .header("Content-Type", "application/fhir+json")
+            .body(json_body(b))
+            .send(),
+        Req::Put(p, b) => client
+            .put(url(p))
+            .header("Content-Type", "application/fhir+json")
+            .body(json_body(b))
+            .send(),
+        Req::Delete(p) => client.delete(url(p)).send(),
+    }
+    .await
+    .unwrap()
+}
+
+fn describe(req: &Req) -> String {
+    match req {
+        Req::Get(p) => format!("GET {p}"),
+        Req::Post(p, _) => format!("POST {p}"),
+        Req::Put(p, _) => format!("PUT {p}"),
+        Req::Delete(p) => format!("DELETE {p}"),
+    }
+}
+
+/// How many 403s each server (by root URL) was expected to answer.
+static DENIALS: std::sync::Mutex<std::collections::BTreeMap<String, usize>> =
+    std::sync::Mutex::new(std::collections::BTreeMap::new());
+
+/// Sends `req` and checks the status; a 403 must be an OperationOutcome `forbidden`.
+async fn expect(server: &TestServer, client: &Client, who: &str, req: Req, status: u16) -> Value {
+    let res = send(server, client, &req).await;
+    let got = res.status();
+    let body: Value = res.json().await.unwrap_or(Value::Null);
+    assert_eq!(
+        got,
+        StatusCode::from_u16(status).unwrap(),
+        "{who}: {} answered {got}: {body}",
+        describe(&req)
+    );
+    if status == 403 {
+        *DENIALS
+            .lock()
+            .unwrap()
+            .entry(server.root.clone())
+            .or_default() += 1;
+        assert_eq!(body["resourceType"], "OperationOutcome", "{who}: {body}");
+        assert_eq!(body["issue"][0]["code"], "forbidden", "{who}: {body}");
+    }
+    body
+}
+
+fn ids(bundle: &Value) -> Vec<String> {
+    let mut ids: Vec<String> = bundle["entry"]
+        .as_array()
+        .map(|es| {
+            es.iter()
+                .map(|e| {
+                    format!(
+                        "{}/{}",
+                        e["resource"]["resourceType"].as_str().unwrap_or(""),
+                        e["resource"]["id"].as_str().unwrap_or("")
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    ids.sort();
+    ids
+}
+
+fn new_obs(p: &str) -> Value {
+    json!({"resourceType": "Observation", "status": "final",
+        "code": {"text": "weight"}, "subject": {"reference": format!("Patient/{p}")}})
+}
+
+async fn role_interaction_matrix(server: TestServer) {
+    let w = world(&server).await;
+    let p1_body = |extra: Value| {
+        let mut p = json!({"resourceType": "Patient", "id": w.p1, "gender": "female",
+            "address": [{"city": "Leiden"}]});
+        for (k, v) in extra.as_object().unwrap() {
+            p[k] = v.clone();
+        }
+        p
+    };
+    let audit_event = json!({"resourceType": "AuditEvent",
+        "type": {"code": "rest"}, "recorded": "2026-01-01T00:00:00Z",
+        "agent": [{"requestor": true}], "source": {"observer": {"display": "x"}}});
+
+    // patient: their own compartment only; only address and telecom of their own record.
+    let who = "patient";
+    let c = server.client_as(Role::Patient, Some(&w.p1));
+    expect(&server, &c, who, Req::Get(format!("Patient/{}", w.p1)), 200).await;
+    expect(&server, &c, who, Req::Get(format!("Patient/{}", w.p2)), 403).await;
+    expect(
+        &server,
+        &c,
+        who,
+        Req::Get(format!("Observation/{}", w.o1)),
+        200,
+    )
+    .await;
+    expect(
+        &server,
+        &c,
+        who,
+        Req::Get(format!("Observation/{}", w.o2)),
+        403,
+    )
+    .await;
+    expect(
+        &server,
+        &c,
+        who,
+        Req::Get(format!("Observation/{}/_history/1", w.o2)),
+        403,
+    )
+    .await;
+    expect(
+        &server,
+        &c,
+        who,
+        Req::Get(format!("Observation/{}/_history", w.o1)),
+        200,
+    )
+    .await;
+    expect(
+        &server,
+        &c,
+        who,
+        Req::Get(format!("Observation/{}/_history", w.o2)),
+        403,
+    )
+    .await;
+    let found = expect(
+        &server,
+        &c,
+        who,
+        Req::Get("Observation?_total=accurate".into()),
+        200,
+    )
+    .await;
+    assert_eq!(ids(&found), [format!("Observation/{}", w.o1)]);
+    assert_eq!(found["total"], 1, "totals count only the compartment");
+    let found = expect(&server, &c, who, Req::Get("Patient".into()), 200).await;
+    assert_eq!(ids(&found), [format!("Patient/{}", w.p1)]);
+    let found = expect(
+        &server,
+        &c,
+        who,
+        Req::Get(format!(
+            "Patient?_revinclude=Observation:subject&_id={},{}",
+            w.p1, w.p2
+        )),
+        200,
+    )
+    .await;
+    assert_eq!(
+        ids(&found),
+        [format!("Observation/{}", w.o1), format!("Patient/{}", w.p1)]
+    );
+    expect(
+        &server,
+        &c,
+        who,
+        Req::Get("Observation/_history".into()),
+        403,
+    )
+    .await;
+    expect(&server, &c, who, Req::Get("_history".into()), 403).await;
+    expect(&server, &c, who, Req::Get("Organization".into()), 403).await;
+    expect(
+        &server,
+        &c,
+        who,
+        Req::Post("Observation".into(), new_obs(&w.p1)),
+        403,
+    )
+    .await;
+    let moved = p1_body(json!({"address": [{"city": "Delft"}],
+        "telecom": [{"system": "phone", "value": "+31 71 000"}]}));
+    expect(
+        &server,
+        &c,
+        who,
+        Req::Put(format!("Patient/{}", w.p1), moved.clone()),
+        200,
+    )
+    .await;
+    let changed = p1_body(json!({"gender": "other", "address": [{"city": "Delft"}],
+        "telecom": [{"system": "phone", "value": "+31 71 000"}]}));
+    expect(
+        &server,
+        &c,
+        who,
+        Req::Put(format!("Patient/{}", w.p1), changed),
+        403,
+    )
+    .await;
+    let theirs = json!({"resourceType": "Patient", "id": w.p2, "gender": "male",
+        "address": [{"city": "Delft"}]});
+    expect(
+        &server,
+        &c,
+        who,
+        Req::Put(format!("Patient/{}", w.p2), theirs),
+        403,
+    )
+    .await;
+    let mut obs = new_obs(&w.p1);
+    obs["id"] = json!(w.o1);
+    expect(
+        &server,
+        &c,
+        who,
+        Req::Put(format!("Observation/{}", w.o1), obs),
+        403,
+    )
+    .await;
+    expect(
+        &server,
+        &c,
+        who,
+        Req::Delete(format!("Patient/{}", w.p1)),
+        403,
+    )
+    .await;
+    expect(&server, &c, who, Req::Get("/ledger/head".into()), 403).await;
+    expect(&server, &c, who, Req::Get("AuditEvent".into()), 403).await;
+    // A patient token without a patient context can do nothing.
+    let lost = client_with(Some(&server.token(Role::Patient, None, None)));
+    expect(
+        &server,
+        &lost,
+        who,
+        Req::Get(format!("Patient/{}", w.p1)),
+        403,
+    )
+    .await;
+
+    // practitioner: create, update and read clinical resources; no delete, no audit data.
+    let who = "practitioner";
+    let c = server.client_as(Role::Practitioner, None);
+    expect(&server, &c, who, Req::Get(format!("Patient/{}", w.p2)), 200).await;
+    let found = expect(&server, &c, who, Req::Get("Observation".into()), 200).await;
+    assert_eq!(ids(&found).len(), 2);
+    let created = expect(
+        &server,
+        &c,
+        who,
+        Req::Post("Observation".into(), new_obs(&w.p2)),
+        201,
+    )
+    .await;
+    let mut update = created.clone();
+    update["status"] = json!("amended");
+    let id = created["id"].as_str().unwrap().to_owned();
+    expect(
+        &server,
+        &c,
+        who,
+        Req::Put(format!("Observation/{id}"), update),
+        200,
+    )
+    .await;
+    expect(
+        &server,
+        &c,
+        who,
+        Req::Get("Observation/_history".into()),
+        200,
+    )
+    .await;
+    expect(
+        &server,
+        &c,
+        who,
+        Req::Delete(format!("Observation/{id}")),
+        403,
+    )
+    .await;
+    expect(&server, &c, who, Req::Get("AuditEvent".into()), 403).await;
+    expect(&server, &c, who, Req::Get("/ledger/head".into()), 403).await;
+    // System-wide search must name types the role may search.
+    expect(
+        &server,
+        &c,
+        who,
+        Req::Get("?_type=Patient,Observation".into()),
+        200,
+    )
+    .await;
+    expect(
+        &server,
+        &c,
+        who,
+        Req::Get("?_lastUpdated=gt2000".into()),
+        403,
+    )
+    .await;
+
+    // auditor: reads everything, the ledger and AuditEvents included; writes nothing.
+    let who = "auditor";
+    let c = server.client_as(Role::Auditor, None);
+    expect(
+        &server,
+        &c,
+        who,
+        Req::Get(format!("Observation/{}", w.o2)),
+        200,
+    )
+    .await;
+    expect(&server, &c, who, Req::Get("AuditEvent".into()), 200).await;
+    expect(&server, &c, who, Req::Get("_history".into()), 200).await;
+    let head = expect(&server, &c, who, Req::Get("/ledger/head".into()), 200).await;
+    assert!(head["height"].is_number(), "{head}");
+    expect(
+        &server,
+        &c,
+        who,
+        Req::Post("Observation".into(), new_obs(&w.p1)),
+        403,
+    )
+    .await;
+    expect(
+        &server,
+        &c,
+        who,
+        Req::Put(format!("Patient/{}", w.p1), moved.clone()),
+        403,
+    )
+    .await;
+    expect(
+        &server,
+        &c,
+        who,
+        Req::Delete(format!("Observation/{}", w.o1)),
+        403,
+    )
+    .await;
+
+    // admin: everything, except writing AuditEvents (nobody may).
+    let who = "admin";
+    let c = server.client_as(Role::Admin, None);
+    expect(&server, &c, who, Req::Get("/ledger/head".into()), 200).await;
+    expect(
+        &server,
+        &c,
+        who,
+        Req::Post("AuditEvent".into(), audit_event.clone()),
+        403,
+    )
+    .await;
+    expect(&server, &c, who, Req::Delete("AuditEvent/any".into()), 403).await;
+    let mut ae = audit_event.clone();
+    ae["id"] = json!("any");
+    expect(&server, &c, who, Req::Put("AuditEvent/any".into(), ae), 403).await;
+    expect(
+        &server,
+        &c,
+        who,
+        Req::Delete(format!("Observation/{}", w.o2)),
+        204,
+    )
+    .await;
+
+    // system: governed by its scopes.
+    let who = "system";
+    let c = client_with(Some(&server.token(
+        Role::System,
+        None,
+        Some("system/Observation.rs system/Patient.r"),
+    )));
+    expect(
+        &server,
+        &c,
+        who,
+        Req::Get(format!("Observation/{}", w.o1)),
+        200,
+    )
+    .await;
+    expect(&server, &c, who, Req::Get("Observation".into()), 200).await;
+    expect(&server, &c, who, Req::Get(format!("Patient/{}", w.p1)), 200).await;
+    expect(&server, &c, who, Req::Get("Patient".into()), 403).await;
+    expect(
+        &server,
+        &c,
+        who,
+        Req::Post("Observation".into(), new_obs(&w.p1)),
+        403,
+    )
+    .await;
+    expect(&server, &c, who, Req::Get("/ledger/head".into()), 403).await;
+    // SMART v1 scopes work the same.
+    let c = client_with(Some(&server.token(
+        Role::System,
+        None,
+        Some("system/*.read"),
+    )));
+    expect(&server, &c, who, Req::Get("Patient".into()), 200).await;
+    expect(
+        &server,
+        &c,
+        who,
+        Req::Post("Observation".into(), new_obs(&w.p1)),
+        403,
+    )
+    .await;
+    // A patient-context token with patient/ scopes stays in that compartment, whatever
+    // the role.
+    let c = client_with(Some(&server.token(
+        Role::Practitioner,
+        Some(&w.p2),
+        Some("patient/*.read"),
+    )));
+    expect(&server, &c, who, Req::Get(format!("Patient/{}", w.p1)), 403).await;
+    expect(&server, &c, who, Req::Get(format!("Patient/{}", w.p2)), 200).await;
+
+    // Every denial left an AuditEvent with outcome 4 and a 403 in its description.
+    let denials = DENIALS.lock().unwrap()[&server.root];
+    let events = audit_events(&server, "outcome=4", denials).await;
+    let forbidden = events["entry"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| {
+            e["resource"]["outcomeDesc"]
+                .as_str()
+                .is_some_and(|d| d.contains("answered 403"))
+        })
+        .count();
+    assert_eq!(forbidden, denials);
+}
+
+async fn writes_name_the_principal_in_the_ledger(server: TestServer) {
+    let token = server.auth.mint(&MintRequest {
+        role: Role::Practitioner,
+        subject: "nurse-7".into(),
+        patient: None,
+        fhir_user: Some("Practitioner/123".into()),
+        scope: None,
+        ttl: std::time::Duration::from_secs(60),
+    });
+    let c = client_with(Some(&token.unwrap()));
+    let res = c
+        .post(server.url("Patient"))
+        .header("Content-Type", "application/fhir+json")
+        .body(json!({"resourceType": "Patient"}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201);
+    let n = server
+        .count("SELECT COUNT(*) AS n FROM ledger_entries WHERE actor = 'Practitioner/123'")
+        .await;
+    assert_eq!(n, 1);
+    // Without fhirUser, the subject.
+    server.create(json!({"resourceType": "Patient"})).await;
+    let n = server
+        .count("SELECT COUNT(*) AS n FROM ledger_entries WHERE actor = 'test-admin'")
+        .await;
+    assert!(n >= 1);
+}
+
+#[tokio::test]
+async fn the_token_command_prints_a_token_the_server_accepts() {
+    let server = TestServer::start(Db::Sqlite).await;
+    let token = common::cli_token(&server.data_dir, "auditor");
+    let res = client_with(Some(&token))
+        .get(server.url("Patient"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_fhir-notary"))
+        .args(["token", "--role", "patient"])
+        .arg("--data-dir")
+        .arg(&server.data_dir)
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "a patient token needs --patient");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--patient"));
+}
+
+/// Polls `AuditEvent?<query>` as an auditor until at least `min` match (the trail is
+/// written off the request path), returning the last Bundle.
+async fn audit_events(server: &TestServer, query: &str, min: usize) -> Value {
+    let auditor = server.client_as(Role::Auditor, None);
+    let mut last = Value::Null;
+    for _ in 0..200 {
+        last = auditor
+            .get(server.url(&format!("AuditEvent?{query}&_count=1000")))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if last["entry"].as_array().map_or(0, Vec::len) >= min {
+            return last;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("fewer than {min} AuditEvents match {query}: {last}");
+}
+
+async fn every_interaction_leaves_a_searchable_notarized_audit_event(server: TestServer) {
+    let w = world(&server).await;
+    let patient = server.client_as(Role::Patient, Some(&w.p1));
+    // An allowed read, a denial and a refused token.
+    expect(
+        &server,
+        &patient,
+        "patient",
+        Req::Get(format!("Patient/{}", w.p1)),
+        200,
+    )
+    .await;
+    expect(
+        &server,
+        &patient,
+        "patient",
+        Req::Get(format!("Observation/{}", w.o2)),
+        403,
+    )
+    .await;
+    let res = client_with(Some("garbage"))
+        .get(server.url(&format!("Patient/{}", w.p2)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 401);
+    let token = server
+        .auth
+        .mint(&MintRequest {
+            role: Role::Practitioner,
+            subject: "nurse-7".into(),
+            patient: None,
+            fhir_user: Some("Practitioner/123".into()),
+            scope: None,
+            ttl: std::time::Duration::from_secs(60),
+        })
+        .unwrap();
+    let nurse = client_with(Some(&token));
+    expect(
+        &server,
+        &nurse,
+        "practitioner",
+        Req::Get(format!("Observation/{}", w.o1)),
+        200,
+    )
+    .await;
+
+    // By patient: the patient-context events name Patient/p1.
+    let by_patient = audit_events(&server, &format!("patient=Patient/{}&outcome=0", w.p1), 1).await;
+    let e = &by_patient["entry"][0]["resource"];
+    assert_eq!(e["subtype"][0]["code"], "read");
+    assert_eq!(e["action"], "R");
+    assert_eq!(e["agent"][0]["altId"], "test-patient");
+    assert_eq!(e["source"]["observer"]["display"], "FHIR Notary");
+    // The denial: outcome 4, the resource touched as entity.
+    let denied = audit_events(
+        &server,
+        &format!("entity=Observation/{}&outcome=4", w.o2),
+        1,
+    )
+    .await;
+    let e = &denied["entry"][0]["resource"];
+    assert!(e["outcomeDesc"].as_str().unwrap().contains("403"), "{e}");
+    // The refused token: anonymous agent, outcome 4.
+    let refused = audit_events(&server, &format!("entity=Patient/{}&outcome=4", w.p2), 1).await;
+    let e = &refused["entry"][0]["resource"];
+    assert_eq!(e["agent"][0]["who"]["display"], "anonymous");
+    assert!(e["outcomeDesc"].as_str().unwrap().contains("401"), "{e}");
+    // By agent (fhirUser) and by date.
+    audit_events(&server, "agent=Practitioner/123", 1).await;
+    audit_events(&server, "date=ge2020-01-01&altid=nurse-7", 1).await;
+    // The writes of the world were audited as creates by the admin.
+    audit_events(&server, "subtype=create&altid=test-admin", 4).await;
+
+    // Stored through the store: notarized like every write.
+    server.wait_sealed().await;
+    let notarized = server
+        .count("SELECT COUNT(*) AS n FROM ledger_entries WHERE resource_type = 'AuditEvent'")
+        .await;
+    assert!(notarized >= 8, "{notarized} AuditEvents in the ledger");
+    let (ok, report) = server.audit();
+    assert!(ok, "{report}");
+}
+
+#[tokio::test]
+async fn shutdown_stores_every_queued_audit_event() {
+    // The real binary on SQLite: requests, SIGTERM, then count what the trail stored.
+    let dir = tempfile::tempdir().unwrap();
+    let token = common::cli_token(dir.path(), "admin");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_fhir-notary"))
+        .args([
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--log-level",
+            "warn",
+        ])
+        .arg("--data-dir")
+        .arg(dir.path())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let client = client_with(Some(&token));
+    let root = format!("http://127.0.0.1:{port}");
+    for _ in 0..200 {
+        if client.get(format!("{root}/readyz")).send().await.is_ok() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let requests = 300;
+    let sent: Vec<_> = (0..requests)
+        .map(|i| {
+            let (client, root) = (client.clone(), root.clone());
+            tokio::spawn(async move {
+                client
+                    .get(format!("{root}/fhir/Patient/nobody-{i}"))
+                    .send()
+                    .await
+                    .unwrap()
+                    .status()
+            })
+        })
+        .collect();
+    for s in sent {
+        assert_eq!(s.await.unwrap(), 404);
+    }
+    assert!(std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap()
+        .success());
+    assert!(child.wait().unwrap().success());
+
+    sqlx::any::install_default_drivers();
+    let url = format!("sqlite://{}", dir.path().join("fhir-notary.db").display());
+    let pool = sqlx::any::AnyPoolOptions::new()
+        .max_connections(1)
+        .connect(&url)
+        .await
+        .unwrap();
+    use sqlx::Row;
+    let n: i64 =
+        sqlx::query("SELECT COUNT(*) AS n FROM resources WHERE resource_type = 'AuditEvent'")
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+            .try_get("n")
+            .unwrap();
+    pool.close().await;
+    assert_eq!(
+        n, requests,
+        "every request's AuditEvent was stored before exit"
+    );
+}
+
+backend_tests!(
+    audited:
+    every_interaction_leaves_a_searchable_notarized_audit_event,
+    without_a_token_the_api_answers_401,
+    discovery_and_metadata_are_public,
+    role_interaction_matrix,
+    writes_name_the_principal_in_the_ledger,
+);
