@@ -866,8 +866,105 @@ async fn shutdown_stores_every_queued_audit_event() {
     );
 }
 
+/// PATCH, conditional interactions and Bundle entries are authorized exactly as the same
+/// request on its own: a patient may patch only the address and telecom of their own
+/// record, an auditor writes nothing through a transaction, a denied entry fails the whole
+/// transaction, and a Bundle's reads see only what the caller may read.
+async fn patch_conditional_and_bundle_entries_are_authorized(server: TestServer) {
+    let admin = server.client_as(Role::Admin, None);
+    let put = |c: &Client, path: &str, body: Value| {
+        c.put(server.url(path))
+            .header("Content-Type", "application/fhir+json")
+            .body(body.to_string())
+    };
+    for (id, family) in [("pa", "Own"), ("pb", "Other")] {
+        let res = put(
+            &admin,
+            &format!("Patient/{id}"),
+            json!({"resourceType": "Patient", "id": id, "name": [{"family": family}]}),
+        )
+        .send()
+        .await
+        .unwrap();
+        assert_eq!(res.status(), 201);
+    }
+    let patient = server.client_as(Role::Patient, Some("pa"));
+    let patch = |c: &Client, path: &str, ops: Value| {
+        c.patch(server.url(path))
+            .header("Content-Type", "application/json-patch+json")
+            .body(ops.to_string())
+    };
+    let telecom =
+        json!([{"op": "add", "path": "/telecom", "value": [{"system": "phone", "value": "555"}]}]);
+    let res = patch(&patient, "Patient/pa", telecom.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let res = patch(
+        &patient,
+        "Patient/pa",
+        json!([{"op": "add", "path": "/birthDate", "value": "1990-01-01"}]),
+    )
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(res.status(), 403);
+    outcome(res).await;
+    let res = patch(&patient, "Patient/pb", telecom).send().await.unwrap();
+    assert_eq!(res.status(), 403);
+    // Conditional delete of someone else's record: refused.
+    let res = patient
+        .delete(server.url("Patient?family=Other"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 403);
+
+    // An auditor's transaction writes nothing; a practitioner's does.
+    let bundle = json!({"resourceType": "Bundle", "type": "transaction", "entry": [
+        {"fullUrl": "urn:uuid:o", "resource": {"resourceType": "Observation", "status": "final",
+            "code": {"text": "x"}, "subject": {"reference": "Patient/pa"}},
+         "request": {"method": "POST", "url": "Observation"}}]});
+    let post = |c: &Client, body: &Value| {
+        c.post(server.url(""))
+            .header("Content-Type", "application/fhir+json")
+            .body(body.to_string())
+    };
+    let auditor = server.client_as(Role::Auditor, None);
+    let res = post(&auditor, &bundle).send().await.unwrap();
+    assert_eq!(res.status(), 403);
+    let oo = outcome(res).await;
+    assert!(oo["issue"][0]["diagnostics"]
+        .as_str()
+        .unwrap()
+        .starts_with("Bundle.entry[0]"));
+    let practitioner = server.client_as(Role::Practitioner, None);
+    let res = post(&practitioner, &bundle).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+
+    // A patient's Bundle reads: their own record, not another's.
+    let reads = json!({"resourceType": "Bundle", "type": "batch", "entry": [
+        {"request": {"method": "GET", "url": "Patient/pa"}},
+        {"request": {"method": "GET", "url": "Patient/pb"}},
+        {"request": {"method": "GET", "url": "Observation"}}]});
+    let res = post(&patient, &reads).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    let body: Value = res.json().await.unwrap();
+    let statuses: Vec<&str> = body["entry"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["response"]["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(statuses, vec!["200 OK", "403 Forbidden", "200 OK"]);
+    let observations = body["entry"][2]["resource"]["entry"].as_array().unwrap();
+    assert_eq!(observations.len(), 1);
+}
+
 backend_tests!(
     audited:
+    patch_conditional_and_bundle_entries_are_authorized,
     every_interaction_leaves_a_searchable_notarized_audit_event,
     without_a_token_the_api_answers_401,
     discovery_and_metadata_are_public,
