@@ -17,6 +17,8 @@
 //! every good one loads. NDJSON resources keep their ids (PUT semantics); those without one
 //! get a new id.
 //!
+//! Once loaded, the database's planner statistics are refreshed (`ANALYZE`).
+//!
 //! # Resuming
 //! How far each file got is written in the same database transaction as the records it
 //! counts (`import_progress`), so an interrupted import, run again with the same files,
@@ -265,6 +267,12 @@ async fn run(args: ImportArgs, groups: Vec<Vec<Source>>) -> Result<(), String> {
             .await;
     }
     bar.finish();
+    // The planner's statistics must describe what was just loaded, or searches run with
+    // plans made for empty tables until autovacuum gets round to it.
+    store
+        .analyze()
+        .await
+        .map_err(|e| format!("cannot refresh the planner statistics: {e}"))?;
     store.close().await;
 
     let elapsed = started.elapsed().as_secs_f64();

@@ -188,6 +188,9 @@ async fn run(args: Args) -> std::process::ExitCode {
         Histogram::<u64>::new_with_bounds(1, 600_000_000, 3).expect("valid histogram bounds"),
     ));
     let started = Instant::now();
+    // A file named by an earlier argument (Synthea's 0-* files, then their directory) is
+    // sent once.
+    let mut sent = std::collections::HashSet::new();
     for path in &args.paths {
         let group = match files(path) {
             Ok(g) => g,
@@ -196,6 +199,10 @@ async fn run(args: Args) -> std::process::ExitCode {
                 return std::process::ExitCode::from(2);
             }
         };
+        let group: Vec<PathBuf> = group
+            .into_iter()
+            .filter(|f| sent.insert(std::fs::canonicalize(f).unwrap_or_else(|_| f.clone())))
+            .collect();
         let semaphore = Arc::new(tokio::sync::Semaphore::new(usize::from(args.concurrency)));
         let mut tasks = tokio::task::JoinSet::new();
         for file in group {

@@ -317,6 +317,14 @@ impl Store {
         Ok(WriteTx::new(tx, self.backend, context))
     }
 
+    /// Refreshes the query planner's statistics (`ANALYZE`). After a bulk load the planner
+    /// would otherwise plan searches for the empty tables it last saw: measured on the
+    /// Synthea set, 4 searches/s before and 190/s after.
+    pub async fn analyze(&self) -> StoreResult<()> {
+        sqlx::query("ANALYZE").execute(&self.write).await?;
+        Ok(())
+    }
+
     /// How far `fhir-notary import` got in `source`: (records done, whether finished).
     pub async fn import_position(&self, source: &str) -> StoreResult<Option<(i64, bool)>> {
         use schema::ImportProgress as P;
