@@ -461,6 +461,40 @@ async fn numbers_quantities_composites_uris(s: TestServer) {
     );
 }
 
+async fn compartment_search(s: TestServer) {
+    fixtures(&s).await;
+    // Patient/p1's compartment: the Observations whose subject is p1, and p1 itself.
+    assert_eq!(
+        set(&s, "Patient/p1/Observation", &[]).await,
+        of(&["o1", "o2"])
+    );
+    assert_eq!(
+        set(
+            &s,
+            "Patient/p1/Observation",
+            &[("code", "http://loinc.org|8480-6")]
+        )
+        .await,
+        of(&["o1"])
+    );
+    assert_eq!(set(&s, "Patient/p1/Patient", &[]).await, of(&["p1"]));
+    assert_eq!(set(&s, "Patient/nobody/Observation", &[]).await, of(&[]));
+    let bundle = search(&s, "Patient/p1/Observation", &[("_count", "1")]).await;
+    assert!(link(&bundle, "self")
+        .unwrap()
+        .contains("/Patient/p1/Observation"));
+    assert!(link(&bundle, "next")
+        .unwrap()
+        .contains("/Patient/p1/Observation?"));
+    // Organizations are not in the Patient compartment.
+    let res = s.get("Patient/p1/Organization").send().await.unwrap();
+    assert_eq!(res.status(), 404);
+    outcome(res).await;
+    // The literal routes under an instance still win.
+    let res = s.get("Patient/p1/_history").send().await.unwrap();
+    assert_eq!(res.status(), 200);
+}
+
 async fn references_and_chains(s: TestServer) {
     fixtures(&s).await;
     assert_eq!(
@@ -1147,6 +1181,7 @@ async fn capability_statement_lists_search(s: TestServer) {
 }
 
 backend_tests!(
+    compartment_search,
     strings,
     tokens,
     dates,

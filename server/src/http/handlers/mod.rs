@@ -103,6 +103,10 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 )
                 .service(
                     web::resource("/{type}/{id}/_history/{vid}").route(web::get().to(read::vread)),
+                )
+                // After the literal `_history` and `$validate` routes it would shadow.
+                .service(
+                    web::resource("/Patient/{id}/{type}").route(web::get().to(search::compartment)),
                 ),
         );
 }

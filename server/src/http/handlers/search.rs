@@ -47,6 +47,44 @@ pub async fn type_get(
     search(&req, &state, &principal, Some(resource_type), params).await
 }
 
+/// `GET [base]/Patient/[id]/[type]`: a search of `type` within the Patient's compartment
+/// (its resources that refer to the Patient through the compartment's parameters).
+pub async fn compartment(
+    req: HttpRequest,
+    path: web::Path<(String, String)>,
+    state: web::Data<AppState>,
+    principal: Principal,
+) -> Result<HttpResponse, ApiError> {
+    let id = super::valid_id(&path.0)?;
+    let resource_type = known_type(&path.1)?;
+    if resource_type != "Patient"
+        && fhir::compartment::patient_compartment()
+            .params(resource_type)
+            .is_empty()
+    {
+        return Err(ApiError::NotFound(format!(
+            "{resource_type} is not in the Patient compartment"
+        )));
+    }
+    let params = Params::parse(req.query_string());
+    let format = negotiate::negotiate(&req, &params)?;
+    let base = base_url(&req, &state);
+    principal.authorize_types(Interaction::Search, &[resource_type.to_owned()])?;
+    let compact = searchset(
+        &state,
+        &principal,
+        &base,
+        Some(resource_type),
+        Some(id),
+        params,
+        strict_handling(&req),
+    )
+    .await?;
+    Ok(HttpResponse::Ok()
+        .insert_header((header::CONTENT_TYPE, FHIR_JSON))
+        .body(bundle::formatted(compact, format)?))
+}
+
 /// `POST [base]/[type]/_search`.
 pub async fn type_post(
     req: HttpRequest,
@@ -131,6 +169,7 @@ async fn search(
         principal,
         &base,
         resource_type,
+        None,
         params,
         strict_handling(req),
     )
@@ -140,16 +179,28 @@ async fn search(
         .body(bundle::formatted(compact, format)?))
 }
 
-/// Runs a search as `principal` may see it and renders its searchset Bundle (compact
-/// JSON): the REST search interactions and the GET entries of a Bundle share it.
+/// Runs a search as `principal` may see it (within Patient `compartment`'s compartment
+/// when given) and renders its searchset Bundle (compact JSON): the REST search
+/// interactions, compartment search and the GET entries of a Bundle share it.
+#[allow(clippy::too_many_arguments)]
 pub(super) async fn searchset(
     state: &AppState,
     principal: &Principal,
     base: &str,
     resource_type: Option<&str>,
+    compartment: Option<&str>,
     params: Params,
     strict: bool,
 ) -> Result<String, ApiError> {
+    let asked = compartment;
+    let compartment = match (asked, principal.compartment()) {
+        (Some(asked), Some(own)) if asked != own => {
+            return Err(ApiError::Forbidden(format!(
+                "this token is confined to the compartment of Patient/{own}"
+            )))
+        }
+        (asked, own) => asked.or(own),
+    };
     let cursor = params
         .single(CURSOR)?
         .map(|raw| {
@@ -189,18 +240,16 @@ pub(super) async fn searchset(
             base_url: Some(base),
             cursor: cursor.as_ref(),
             count: request.count.map_or(DEFAULT_COUNT, u64::from),
-            compartment: principal.compartment(),
+            compartment,
         })
         .await?;
     page.included.retain(|v| principal.may_read(v));
-    bundle(
-        base,
-        resource_type,
-        &request,
-        cursor.as_ref(),
-        &page,
-        &projection,
-    )
+    let path = match (asked, resource_type) {
+        (Some(patient), Some(t)) => format!("{base}/Patient/{patient}/{t}"),
+        (_, Some(t)) => format!("{base}/{t}"),
+        (_, None) => base.to_owned(),
+    };
+    bundle(&path, base, &request, cursor.as_ref(), &page, &projection)
 }
 
 /// `_summary` (but `count`) and `_elements` as the read handlers apply them.
@@ -239,8 +288,8 @@ struct EntrySearch {
 }
 
 fn bundle(
+    path: &str,
     base: &str,
-    resource_type: Option<&str>,
     request: &SearchRequest,
     cursor: Option<&Cursor>,
     page: &SearchPage,
@@ -294,10 +343,6 @@ fn bundle(
         });
     }
 
-    let path = match resource_type {
-        Some(t) => format!("{base}/{t}"),
-        None => base.to_owned(),
-    };
     let url = |cursor: Option<&Cursor>| -> String {
         let mut query = form_urlencoded::Serializer::new(String::new());
         for (k, v) in &request.applied {
@@ -308,7 +353,7 @@ fn bundle(
         }
         let query = query.finish();
         if query.is_empty() {
-            path.clone()
+            path.to_owned()
         } else {
             format!("{path}?{query}")
         }

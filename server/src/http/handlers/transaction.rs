@@ -812,6 +812,7 @@ impl Run<'_> {
                     principal,
                     self.base,
                     ty.as_deref(),
+                    None,
                     Params(query),
                     false,
                 )
