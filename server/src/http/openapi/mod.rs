@@ -663,7 +663,7 @@ const INTERACTIONS: &[Interaction] = &[
 ];
 
 /// Error statuses every operation under the bearer scheme can answer, besides its own.
-const SECURED_ERRORS: &[u16] = &[];
+const SECURED_ERRORS: &[u16] = &[401, 403];
 
 /// Error statuses: component name and description. Each is an OperationOutcome.
 const ERRORS: &[(u16, &str, &str)] = &[
@@ -671,6 +671,16 @@ const ERRORS: &[(u16, &str, &str)] = &[
         400,
         "BadRequest",
         "Malformed request or structurally invalid resource (issue.expression names the element)",
+    ),
+    (
+        401,
+        "Unauthorized",
+        "No bearer token, or one that is invalid or expired (WWW-Authenticate says why)",
+    ),
+    (
+        403,
+        "Forbidden",
+        "The token's role, scopes or patient compartment do not allow this",
     ),
     (
         404,
