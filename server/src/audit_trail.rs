@@ -160,9 +160,17 @@ async fn write(store: &Store, batch: &[Value]) -> Result<(), crate::store::Store
             request_id: format!("audit-{}", uuid::Uuid::new_v4()),
         })
         .await?;
-    for event in batch {
-        tx.create("AuditEvent", event.clone()).await?;
-    }
+    // One statement for the whole batch on PostgreSQL (versions, ledger entries, pointers)
+    // and one for its index rows: the trail's cost is per batch, not per event.
+    let items = batch
+        .iter()
+        .map(|event| crate::store::NewResource {
+            resource_type: "AuditEvent".to_owned(),
+            id: uuid::Uuid::new_v4().to_string(),
+            resource: event.clone(),
+        })
+        .collect();
+    tx.create_many(items).await?;
     tx.commit().await
 }
 
