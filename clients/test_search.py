@@ -2,7 +2,8 @@
 reverse includes, sorting and paging through the server's `next` links, and a transaction
 Bundle sent with fhirpy's `execute`.
 
-The server's base URL comes from FHIR_BASE (clients/run starts a server and sets it). Every
+The server's base URL comes from FHIR_BASE and a bearer token from FHIR_TOKEN (clients/run
+starts a server, mints an admin token and sets both). Every
 test makes its own resources under a family name unique to the session, so its expected
 results are exact even on a server that holds other data.
 """
@@ -14,9 +15,12 @@ import pytest
 from fhirpy import SyncFHIRClient
 
 FHIR_BASE = os.environ.get("FHIR_BASE", "").rstrip("/")
+FHIR_TOKEN = os.environ.get("FHIR_TOKEN", "")
 
 if not FHIR_BASE:
     pytest.exit("FHIR_BASE is not set: run clients/run, which starts a server", returncode=2)
+if not FHIR_TOKEN:
+    pytest.exit("FHIR_TOKEN is not set: run clients/run, which mints one", returncode=2)
 
 RUN = uuid.uuid4().hex[:8]
 LOINC = "http://loinc.org"
@@ -24,7 +28,7 @@ LOINC = "http://loinc.org"
 
 @pytest.fixture(scope="module")
 def client():
-    return SyncFHIRClient(FHIR_BASE)
+    return SyncFHIRClient(FHIR_BASE, authorization=f"Bearer {FHIR_TOKEN}")
 
 
 @pytest.fixture(scope="module")
