@@ -80,30 +80,42 @@ impl PatientCompartment {
     /// Patient, or one of its compartment parameters references `Patient/<patient_id>`
     /// (relatively, as references to this server's own resources are written).
     pub fn contains(&self, resource: &Value, patient_id: &str) -> bool {
+        self.patients(resource).iter().any(|p| p == patient_id)
+    }
+
+    /// The ids of every Patient whose compartment holds `resource` (the Patient itself, and
+    /// the Patients its compartment parameters reference), without duplicates, in the
+    /// order found. The audit trail names them, so an auditor can ask who saw whose record.
+    pub fn patients(&self, resource: &Value) -> Vec<String> {
         let Some(ty) = resource.get("resourceType").and_then(Value::as_str) else {
-            return false;
+            return Vec::new();
         };
-        if ty == "Patient" && resource.get("id").and_then(Value::as_str) == Some(patient_id) {
-            return true;
+        let mut found: Vec<String> = Vec::new();
+        if ty == "Patient" {
+            if let Some(id) = resource.get("id").and_then(Value::as_str) {
+                found.push(id.to_owned());
+            }
         }
         let registry = r4_search();
-        self.params(ty).iter().any(|code| {
+        for code in self.params(ty) {
             let Some(param) = registry.param(ty, code) else {
-                return false;
+                continue;
             };
-            extract_param(param, resource)
-                .unwrap_or_default()
-                .iter()
-                .any(|v| match v {
-                    IndexValue::Reference(r) => {
-                        !r.contained
-                            && r.url.is_none()
-                            && r.target_type.as_deref() == Some("Patient")
-                            && r.id.as_deref() == Some(patient_id)
+            for value in extract_param(param, resource).unwrap_or_default() {
+                if let IndexValue::Reference(r) = value {
+                    if r.contained || r.url.is_some() || r.target_type.as_deref() != Some("Patient")
+                    {
+                        continue;
                     }
-                    _ => false,
-                })
-        })
+                    if let Some(id) = r.id {
+                        if !found.contains(&id) {
+                            found.push(id);
+                        }
+                    }
+                }
+            }
+        }
+        found
     }
 }
 
@@ -138,5 +150,14 @@ mod tests {
         assert!(c.contains(&mine, "p1"));
         assert!(!c.contains(&theirs, "p1"));
         assert!(!c.contains(&org, "p1"));
+        assert_eq!(c.patients(&me), ["p1"]);
+        assert_eq!(c.patients(&mine), ["p1"]);
+        assert!(c.patients(&org).is_empty());
+        let both = json!({"resourceType": "Observation", "status": "final",
+            "code": {"text": "x"}, "subject": {"reference": "Patient/p1"},
+            "performer": [{"reference": "Patient/p2"}, {"reference": "Patient/p1"}]});
+        let mut named = c.patients(&both);
+        named.sort();
+        assert_eq!(named, ["p1", "p2"]);
     }
 }

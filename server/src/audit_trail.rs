@@ -4,6 +4,11 @@
 //! `entity` the resource touched (and the Patient in context), `action`, `outcome`, and
 //! `source` this server.
 //!
+//! Handlers tell the trail what the URL cannot ([`touch`]): the versions a request read or
+//! wrote (a create's new id, each entry of a transaction) and the Patients whose records
+//! they belong to (a search names the Patients of the resources it returned), so an auditor
+//! can search the trail by patient for every access to that patient's record.
+//!
 //! Recording stays off the request path: [`middleware`] builds the event after the response
 //! is ready and hands it to a bounded channel; [`AuditWriter::run`] takes whatever has
 //! queued (up to [`BATCH`], [`WRITERS`] batches at once) and stores each batch in one
@@ -14,6 +19,7 @@
 //! stopped) writes what is still queued before the process exits. The API refuses to
 //! create, update or delete AuditEvents for everyone ([`crate::auth`]).
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,7 +27,7 @@ use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::Method;
 use actix_web::middleware::Next;
-use actix_web::{web, HttpMessage};
+use actix_web::{web, HttpMessage, HttpRequest};
 use base64::Engine;
 use serde_json::{json, Value};
 use time::OffsetDateTime;
@@ -30,7 +36,7 @@ use tokio::sync::{mpsc, Notify};
 use crate::auth::{Principal, Refused};
 use crate::http::request_id::RequestId;
 use crate::http::AppState;
-use crate::store::{Store, WriteContext};
+use crate::store::{Store, VersionRecord, WriteContext};
 
 /// Events queued before a request has to wait for the writer.
 pub const CAPACITY: usize = 8192;
@@ -174,6 +180,76 @@ async fn write(store: &Store, batch: &[Value]) -> Result<(), crate::store::Store
     tx.commit().await
 }
 
+/// What a request touched beyond what its URL says, as its handler reported it.
+#[derive(Debug, Default)]
+pub struct Touched {
+    /// `Type/id/_history/v` of each version read or written, in order.
+    versions: Vec<String>,
+    /// Ids of the Patients whose compartments hold what was read or written.
+    patients: BTreeSet<String>,
+    /// The interaction, when the URL alone cannot tell (`batch` or `transaction`).
+    interaction: Option<&'static str>,
+}
+
+impl Touched {
+    /// A version read or written: named as an entity, its Patients as well.
+    pub fn version(&mut self, record: &VersionRecord) {
+        self.versions.push(format!(
+            "{}/{}/_history/{}",
+            record.resource_type, record.id, record.version
+        ));
+        self.patients_of(record);
+    }
+
+    /// The Patients of a version a search returned: a search's event names its query and
+    /// these Patients rather than every resource of the page.
+    pub fn patients_of(&mut self, record: &VersionRecord) {
+        let Some(text) = record.content.as_deref() else {
+            return;
+        };
+        // A Patient names itself: no need to parse it (the Patients its links point to are
+        // not part of its record).
+        if record.resource_type == "Patient" {
+            self.patients.insert(record.id.clone());
+            return;
+        }
+        // Stored versions are valid JSON; one that is not is reported by the read itself.
+        if let Ok(resource) = serde_json::from_str::<Value>(text) {
+            self.patients
+                .extend(fhir::compartment::patient_compartment().patients(&resource));
+        }
+    }
+
+    /// The interaction, for a request its URL does not identify.
+    pub fn interaction(&mut self, code: &'static str) {
+        self.interaction = Some(code);
+    }
+
+    /// Adds what `other` touched.
+    pub fn merge(&mut self, other: Touched) {
+        self.versions.extend(other.versions);
+        self.patients.extend(other.patients);
+        self.interaction = other.interaction.or(self.interaction);
+    }
+}
+
+/// Lets `note` add to what the current request touched; does nothing (and parses nothing)
+/// when the trail is off.
+pub fn touch(req: &HttpRequest, state: &AppState, note: impl FnOnce(&mut Touched)) {
+    if state.audit.is_none() {
+        return;
+    }
+    let mut ext = req.extensions_mut();
+    match ext.get_mut::<Touched>() {
+        Some(touched) => note(touched),
+        None => {
+            let mut touched = Touched::default();
+            note(&mut touched);
+            ext.insert(touched);
+        }
+    }
+}
+
 /// Whether requests to `path` are audited: the FHIR API and the ledger, but not the
 /// CapabilityStatement and discovery documents.
 fn audited(path: &str) -> bool {
@@ -209,6 +285,7 @@ pub async fn middleware(
                 principal: ext.get::<Principal>(),
                 refused: ext.get::<Refused>().is_some(),
                 request_id: request_id.as_deref(),
+                touched: ext.get::<Touched>(),
             })
         };
         trail.record(event).await;
@@ -226,11 +303,15 @@ struct Seen<'a> {
     principal: Option<&'a Principal>,
     refused: bool,
     request_id: Option<&'a str>,
+    touched: Option<&'a Touched>,
 }
 
 /// The AuditEvent for one request.
 fn event(seen: &Seen<'_>) -> Value {
-    let (interaction, action, target) = classify(seen.method, seen.path);
+    let mut addressed = classify(seen.method, seen.path);
+    if let Some(code) = seen.touched.and_then(|t| t.interaction) {
+        addressed.interaction = code;
+    }
     let outcome = match seen.status {
         s if s < 400 => "0",
         s if s < 500 => "4",
@@ -250,8 +331,9 @@ fn event(seen: &Seen<'_>) -> Value {
                 Some(u) => json!({ "reference": u }),
                 None => json!({ "identifier": { "value": p.subject }, "display": p.subject }),
             };
+            // Only the token's subject is known of the user (`name` would repeat it, and
+            // every element costs index rows on each event).
             agent["altId"] = json!(p.subject);
-            agent["name"] = json!(p.subject);
             if let Some(role) = p.role {
                 agent["role"] = json!([{ "text": role.as_str() }]);
             }
@@ -263,33 +345,35 @@ fn event(seen: &Seen<'_>) -> Value {
     if let Some(a) = seen.address {
         agent["network"] = json!({ "address": a, "type": "2" });
     }
-    let mut entity = Vec::new();
-    if let Some(t) = &target {
-        entity.push(json!({
-            "what": { "reference": t },
+    let object = |reference: &str| {
+        json!({
+            "what": { "reference": reference },
             "type": { "system": "http://terminology.hl7.org/CodeSystem/audit-entity-type",
                       "code": "2", "display": "System Object" },
-        }));
+        })
+    };
+    let mut entity = Vec::new();
+    // The versions the handler read or wrote say more than the URL (a create's new id, a
+    // transaction's entries); the URL's target stands in when there are none (a denial).
+    match seen.touched.filter(|t| !t.versions.is_empty()) {
+        Some(t) => entity.extend(t.versions.iter().map(|v| object(v))),
+        None => entity.extend(addressed.target.as_deref().map(object)),
     }
-    let patient = seen
-        .principal
-        .and_then(|p| p.patient.as_deref())
-        .map(|id| format!("Patient/{id}"))
-        .or_else(|| {
-            target
-                .as_deref()
-                .filter(|t| t.starts_with("Patient/"))
-                .map(|t| t.split('/').take(2).collect::<Vec<_>>().join("/"))
-        });
-    if let Some(p) = patient {
-        entity.push(json!({
-            "what": { "reference": p },
+    let mut patients: BTreeSet<&str> = BTreeSet::new();
+    patients.extend(seen.principal.and_then(|p| p.patient.as_deref()));
+    patients.extend(addressed.patient.as_deref());
+    if let Some(t) = seen.touched {
+        patients.extend(t.patients.iter().map(String::as_str));
+    }
+    entity.extend(patients.into_iter().map(|id| {
+        json!({
+            "what": { "reference": format!("Patient/{id}") },
             "type": { "system": "http://terminology.hl7.org/CodeSystem/audit-entity-type",
                       "code": "1", "display": "Person" },
             "role": { "system": "http://terminology.hl7.org/CodeSystem/object-role",
                       "code": "1", "display": "Patient" },
-        }));
-    }
+        })
+    }));
     if !seen.query.is_empty() {
         entity.push(json!({
             "type": { "system": "http://terminology.hl7.org/CodeSystem/audit-entity-type",
@@ -308,6 +392,11 @@ fn event(seen: &Seen<'_>) -> Value {
     if let Some(id) = seen.request_id {
         description.push_str(&format!("; request {id}"));
     }
+    let system = if addressed.interaction.starts_with("ledger-") {
+        "urn:fhir-notary:interaction"
+    } else {
+        "http://hl7.org/fhir/restful-interaction"
+    };
     let mut event = json!({
         "resourceType": "AuditEvent",
         "type": {
@@ -315,14 +404,13 @@ fn event(seen: &Seen<'_>) -> Value {
             "code": "rest",
             "display": "RESTful Operation",
         },
-        "subtype": [interaction],
-        "action": action,
+        "subtype": [{ "system": system, "code": addressed.interaction }],
+        "action": addressed.action,
         "recorded": fhir::primitives::format_instant(OffsetDateTime::now_utc()),
         "outcome": outcome,
         "outcomeDesc": description,
         "agent": [agent],
         "source": {
-            "site": "FHIR Notary",
             "observer": { "display": "FHIR Notary" },
             "type": [{
                 "system": "http://terminology.hl7.org/CodeSystem/security-source-type",
@@ -337,11 +425,32 @@ fn event(seen: &Seen<'_>) -> Value {
     event
 }
 
-/// The interaction (a `restful-interaction` Coding), the AuditEvent action code and the
-/// resource reference a request addresses.
-fn classify(method: &Method, path: &str) -> (Value, &'static str, Option<String>) {
-    let rest =
-        |code: &str| json!({ "system": "http://hl7.org/fhir/restful-interaction", "code": code });
+/// What a request's method and path address.
+#[derive(Debug, PartialEq, Eq)]
+struct Addressed {
+    /// A `restful-interaction` code, or `ledger-read`/`ledger-proof`.
+    interaction: &'static str,
+    /// The AuditEvent action code.
+    action: &'static str,
+    /// The resource (or type) addressed.
+    target: Option<String>,
+    /// The Patient the path names (a Patient's own URL, or a compartment search).
+    patient: Option<String>,
+}
+
+/// The interaction, action, target and Patient of a request, from its method and path.
+fn classify(method: &Method, path: &str) -> Addressed {
+    let addressed = |interaction, action, target: Option<String>| Addressed {
+        interaction,
+        action,
+        patient: target
+            .as_deref()
+            .and_then(|t| t.strip_prefix("Patient/"))
+            .and_then(|rest| rest.split('/').next())
+            .filter(|id| !id.is_empty())
+            .map(str::to_owned),
+        target,
+    };
     if let Some(ledger) = path.strip_prefix("/ledger") {
         let target = ledger.strip_prefix("/proof/").map(|p| {
             let parts: Vec<&str> = p.split('/').collect();
@@ -355,11 +464,7 @@ fn classify(method: &Method, path: &str) -> (Value, &'static str, Option<String>
         } else {
             "ledger-read"
         };
-        return (
-            json!({ "system": "urn:fhir-notary:interaction", "code": code }),
-            "R",
-            target,
-        );
+        return addressed(code, "R", target);
     }
     let segs: Vec<&str> = path
         .strip_prefix("/fhir")
@@ -367,11 +472,18 @@ fn classify(method: &Method, path: &str) -> (Value, &'static str, Option<String>
         .split('/')
         .filter(|s| !s.is_empty())
         .collect();
+    if segs.iter().any(|s| s.starts_with('$')) {
+        return addressed("operation", "E", None);
+    }
     let is_get = method == Method::GET;
-    let (code, action, target): (&str, &str, Option<String>) = match (segs.as_slice(), method) {
+    let (code, action, target) = match (segs.as_slice(), method) {
+        ([], m) if m == Method::POST => ("transaction", "E", None),
         ([], _) | (["_search"], _) => ("search-system", "E", None),
         (["_history"], _) => ("history-system", "R", None),
         ([t], m) if m == Method::POST => ("create", "C", Some((*t).to_owned())),
+        ([t], m) if m == Method::PUT => ("update", "U", Some((*t).to_owned())),
+        ([t], m) if m == Method::PATCH => ("patch", "U", Some((*t).to_owned())),
+        ([t], m) if m == Method::DELETE => ("delete", "D", Some((*t).to_owned())),
         ([t], _) => ("search-type", "E", Some((*t).to_owned())),
         ([t, "_search"], _) => ("search-type", "E", Some((*t).to_owned())),
         ([t, "_history"], _) => ("history-type", "R", Some((*t).to_owned())),
@@ -381,9 +493,17 @@ fn classify(method: &Method, path: &str) -> (Value, &'static str, Option<String>
         ([t, id], _) if is_get => ("read", "R", Some(format!("{t}/{id}"))),
         ([t, id, "_history"], _) => ("history-instance", "R", Some(format!("{t}/{id}"))),
         ([t, id, "_history", v], _) => ("vread", "R", Some(format!("{t}/{id}/_history/{v}"))),
+        (["Patient", id, t], _) if is_get => {
+            return Addressed {
+                interaction: "search-type",
+                action: "E",
+                target: Some((*t).to_owned()),
+                patient: Some((*id).to_owned()),
+            };
+        }
         _ => ("operation", "E", None),
     };
-    (rest(code), action, target)
+    addressed(code, action, target)
 }
 
 #[cfg(test)]
@@ -409,6 +529,7 @@ mod tests {
                 principal: None,
                 refused: status == 401,
                 request_id: Some("r1"),
+                touched: None,
             });
             fhir::validate::validate_resource(fhir::definitions::r4(), &e)
                 .unwrap_or_else(|err| panic!("{path}: {err:?}\n{e}"));
@@ -416,16 +537,80 @@ mod tests {
     }
 
     #[test]
-    fn requests_are_classified() {
-        let (i, a, t) = classify(&Method::GET, "/fhir/Patient/p1/_history/3");
-        assert_eq!((i["code"].as_str(), a), (Some("vread"), "R"));
-        assert_eq!(t.as_deref(), Some("Patient/p1/_history/3"));
-        let (i, a, t) = classify(&Method::POST, "/fhir/Patient/_search");
+    fn touched_versions_and_patients_become_entities() {
+        let record = |ty: &str, id: &str, content: Value| VersionRecord {
+            seq: 1,
+            resource_type: ty.to_owned(),
+            id: id.to_owned(),
+            version: 2,
+            method: crate::store::WriteMethod::Update,
+            last_updated: OffsetDateTime::UNIX_EPOCH,
+            content: Some(content.to_string()),
+        };
+        let mut touched = Touched::default();
+        touched.version(&record(
+            "Observation",
+            "o1",
+            json!({"resourceType": "Observation", "id": "o1", "status": "final",
+                   "code": {"text": "x"}, "subject": {"reference": "Patient/p9"}}),
+        ));
+        touched.patients_of(&record(
+            "Patient",
+            "p3",
+            json!({"resourceType": "Patient", "id": "p3"}),
+        ));
+        touched.interaction("batch");
+        let e = event(&Seen {
+            method: &Method::POST,
+            path: "/fhir",
+            query: "",
+            address: None,
+            status: 200,
+            principal: None,
+            refused: false,
+            request_id: None,
+            touched: Some(&touched),
+        });
+        fhir::validate::validate_resource(fhir::definitions::r4(), &e)
+            .unwrap_or_else(|err| panic!("{err:?}\n{e}"));
+        assert_eq!(e["subtype"][0]["code"], "batch");
+        let named: Vec<&str> = e["entity"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|x| x["what"]["reference"].as_str())
+            .collect();
         assert_eq!(
-            (i["code"].as_str(), a, t.as_deref()),
-            (Some("search-type"), "E", Some("Patient"))
+            named,
+            ["Observation/o1/_history/2", "Patient/p3", "Patient/p9"]
         );
-        let (i, _, t) = classify(&Method::GET, "/ledger/blocks/3");
-        assert_eq!((i["code"].as_str(), t), (Some("ledger-read"), None));
+    }
+
+    #[test]
+    fn requests_are_classified() {
+        let a = classify(&Method::GET, "/fhir/Patient/p1/_history/3");
+        assert_eq!((a.interaction, a.action), ("vread", "R"));
+        assert_eq!(a.target.as_deref(), Some("Patient/p1/_history/3"));
+        assert_eq!(a.patient.as_deref(), Some("p1"));
+        let a = classify(&Method::POST, "/fhir/Patient/_search");
+        assert_eq!(
+            (a.interaction, a.action, a.target.as_deref(), a.patient),
+            ("search-type", "E", Some("Patient"), None)
+        );
+        let a = classify(&Method::GET, "/fhir/Patient/p7/Observation");
+        assert_eq!(
+            (a.interaction, a.target.as_deref(), a.patient.as_deref()),
+            ("search-type", Some("Observation"), Some("p7"))
+        );
+        let a = classify(&Method::POST, "/fhir");
+        assert_eq!((a.interaction, a.target), ("transaction", None));
+        let a = classify(&Method::PUT, "/fhir/Patient");
+        assert_eq!((a.interaction, a.action), ("update", "U"));
+        let a = classify(&Method::GET, "/fhir/Patient/$everything");
+        assert_eq!(a.interaction, "operation");
+        let a = classify(&Method::POST, "/fhir/$validate");
+        assert_eq!((a.interaction, a.target), ("operation", None));
+        let a = classify(&Method::GET, "/ledger/blocks/3");
+        assert_eq!((a.interaction, a.target), ("ledger-read", None));
     }
 }

@@ -336,6 +336,7 @@ async fn load(
         who: Writer::Operator,
         base,
         prefer: ReturnPreference::Minimal,
+        touched: None,
     };
     match source.format {
         Format::Bundle => {

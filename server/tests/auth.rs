@@ -360,16 +360,35 @@ async fn role_interaction_matrix(server: TestServer) {
         ids(&found),
         [format!("Observation/{}", w.o1), format!("Patient/{}", w.p1)]
     );
-    expect(
+    // Type and system history list only the compartment's resources.
+    let listed = expect(
         &server,
         &c,
         who,
         Req::Get("Observation/_history".into()),
+        200,
+    )
+    .await;
+    assert_eq!(ids(&listed), [format!("Observation/{}", w.o1)]);
+    let listed = expect(&server, &c, who, Req::Get("_history".into()), 200).await;
+    let listed = ids(&listed);
+    assert!(listed.contains(&format!("Patient/{}", w.p1)), "{listed:?}");
+    assert!(
+        listed.contains(&format!("Observation/{}", w.o1)),
+        "{listed:?}"
+    );
+    for other in [format!("Patient/{}", w.p2), format!("Observation/{}", w.o2)] {
+        assert!(!listed.contains(&other), "{other} leaked: {listed:?}");
+    }
+    expect(&server, &c, who, Req::Get("Organization".into()), 403).await;
+    expect(
+        &server,
+        &c,
+        who,
+        Req::Get("Organization/_history".into()),
         403,
     )
     .await;
-    expect(&server, &c, who, Req::Get("_history".into()), 403).await;
-    expect(&server, &c, who, Req::Get("Organization".into()), 403).await;
     expect(
         &server,
         &c,
@@ -752,8 +771,105 @@ async fn every_interaction_leaves_a_searchable_notarized_audit_event(server: Tes
     )
     .await;
 
+    // A search across patients, and a transaction.
+    let found = expect(
+        &server,
+        &nurse,
+        "practitioner",
+        Req::Get("Observation?code=http://loinc.org|29463-7".into()),
+        200,
+    )
+    .await;
+    assert_eq!(found["entry"].as_array().map(Vec::len), Some(2));
+    let admin = server.client_as(Role::Admin, None);
+    let written: Value = admin
+        .post(server.url(""))
+        .json(
+            &json!({"resourceType": "Bundle", "type": "transaction", "entry": [
+            {"fullUrl": "urn:uuid:0b7ee2c4-3f5e-4c4e-9a53-4a8d3f0d9b10",
+             "resource": {"resourceType": "Patient", "gender": "other"},
+             "request": {"method": "POST", "url": "Patient"}},
+            {"resource": {"resourceType": "Observation", "status": "final",
+                "code": {"text": "weight"},
+                "subject": {"reference": "urn:uuid:0b7ee2c4-3f5e-4c4e-9a53-4a8d3f0d9b10"}},
+             "request": {"method": "POST", "url": "Observation"}}]}),
+        )
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let location = |i: usize| {
+        written["entry"][i]["response"]["location"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let (new_patient, new_obs) = (location(0), location(1));
+
+    // Reads name the Patient whose record was read, so the trail can be searched by
+    // patient: the nurse's read of p1's Observation, and the search that returned both
+    // Patients' Observations.
+    let nurse_on_p1 = audit_events(
+        &server,
+        &format!("patient=Patient/{}&altid=nurse-7&subtype=read", w.p1),
+        1,
+    )
+    .await;
+    let named: Vec<&str> = nurse_on_p1["entry"][0]["resource"]["entity"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["what"]["reference"].as_str())
+        .collect();
+    assert!(
+        named.contains(&format!("Observation/{}/_history/1", w.o1).as_str()),
+        "{named:?}"
+    );
+    for p in [&w.p1, &w.p2] {
+        audit_events(
+            &server,
+            &format!("patient=Patient/{p}&altid=nurse-7&subtype=search-type"),
+            1,
+        )
+        .await;
+    }
+    // A transaction's event names every version it wrote and their Patient.
+    let tx_event = audit_events(&server, "subtype=transaction&altid=test-admin", 1).await;
+    let e = &tx_event["entry"][0]["resource"];
+    let named: Vec<&str> = e["entity"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["what"]["reference"].as_str())
+        .collect();
+    let id_of = |location: &str| location.split('/').nth_back(2).unwrap().to_owned();
+    for wanted in [
+        format!("Patient/{}/_history/1", id_of(&new_patient)),
+        format!("Observation/{}/_history/1", id_of(&new_obs)),
+        format!("Patient/{}", id_of(&new_patient)),
+    ] {
+        assert!(
+            named.contains(&wanted.as_str()),
+            "{wanted} not in {named:?}"
+        );
+    }
+    // A create names the new resource, not only its type.
+    audit_events(
+        &server,
+        &format!("entity=Observation/{}&subtype=create", w.o1),
+        1,
+    )
+    .await;
+
     // By patient: the patient-context events name Patient/p1.
-    let by_patient = audit_events(&server, &format!("patient=Patient/{}&outcome=0", w.p1), 1).await;
+    let by_patient = audit_events(
+        &server,
+        &format!("patient=Patient/{}&outcome=0&altid=test-patient", w.p1),
+        1,
+    )
+    .await;
     let e = &by_patient["entry"][0]["resource"];
     assert_eq!(e["subtype"][0]["code"], "read");
     assert_eq!(e["action"], "R");
@@ -962,8 +1078,85 @@ async fn patch_conditional_and_bundle_entries_are_authorized(server: TestServer)
     assert_eq!(observations.len(), 1);
 }
 
+/// A patient's type and system history hold only the versions that are in their
+/// compartment: an Observation that moved from another Patient to theirs shows only its
+/// later version, and one that moved away is not listed at all.
+async fn patient_history_lists_only_compartment_versions(server: TestServer) {
+    let w = world(&server).await;
+    let practitioner = server.client_as(Role::Practitioner, None);
+    let moved = |id: &str, p: &str| {
+        json!({"resourceType": "Observation", "id": id, "status": "amended",
+            "code": {"coding": [{"system": "http://loinc.org", "code": "29463-7"}]},
+            "subject": {"reference": format!("Patient/{p}")}})
+    };
+    // o2 moves to p1 (its version 1 belongs to p2); o1 moves away from p1.
+    for (id, p) in [(&w.o2, &w.p1), (&w.o1, &w.p2)] {
+        let res = practitioner
+            .put(server.url(&format!("Observation/{id}")))
+            .json(&moved(id, p))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200);
+    }
+    let patient = server.client_as(Role::Patient, Some(&w.p1));
+    let versions = |bundle: &Value| -> Vec<String> {
+        let mut v: Vec<String> = bundle["entry"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| {
+                format!(
+                    "{}/{}/{}",
+                    e["resource"]["resourceType"].as_str().unwrap(),
+                    e["resource"]["id"].as_str().unwrap(),
+                    e["resource"]["meta"]["versionId"].as_str().unwrap()
+                )
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    let typed = expect(
+        &server,
+        &patient,
+        "patient",
+        Req::Get("Observation/_history".into()),
+        200,
+    )
+    .await;
+    assert_eq!(versions(&typed), [format!("Observation/{}/2", w.o2)]);
+    let all = expect(
+        &server,
+        &patient,
+        "patient",
+        Req::Get("_history".into()),
+        200,
+    )
+    .await;
+    let all = versions(&all);
+    assert!(all.contains(&format!("Observation/{}/2", w.o2)), "{all:?}");
+    assert!(all.contains(&format!("Patient/{}/1", w.p1)), "{all:?}");
+    assert!(
+        !all.iter().any(|v| v.contains(&w.o1) || v.contains(&w.p2)),
+        "{all:?}"
+    );
+    // The other Patient sees the mirror image.
+    let other = server.client_as(Role::Patient, Some(&w.p2));
+    let typed = expect(
+        &server,
+        &other,
+        "patient",
+        Req::Get("Observation/_history".into()),
+        200,
+    )
+    .await;
+    assert_eq!(versions(&typed), [format!("Observation/{}/2", w.o1)]);
+}
+
 backend_tests!(
     audited:
+    patient_history_lists_only_compartment_versions,
     patch_conditional_and_bundle_entries_are_authorized,
     every_interaction_leaves_a_searchable_notarized_audit_event,
     without_a_token_the_api_answers_401,

@@ -22,7 +22,8 @@
 //!   replaced, and for the `patient` role that only `address` and `telecom` change.
 //! - [`Principal::compartment`] — the patient id to confine searches to; the store turns it
 //!   into a SQL condition over the compartment's reference parameters, so paging and totals
-//!   stay right ([`crate::store::search::SearchQuery::compartment`]).
+//!   stay right ([`crate::store::search::SearchQuery::compartment`]); type and system
+//!   history are confined the same way ([`crate::store::HistoryQuery::compartment`]).
 //! - [`Principal::actor`] — who writes, for ledger entries (`fhirUser`, else `sub`).
 //!
 //! AuditEvents are written by the server only: creating, updating or deleting one through
@@ -440,15 +441,10 @@ impl Principal {
                 ))
             };
             match (interaction, resource_type, resource) {
-                (Interaction::Ledger | Interaction::HistoryType, _, _) => {
+                (Interaction::Ledger, _, _) => {
                     return Err(ApiError::Forbidden(format!(
                         "this token is confined to the compartment of Patient/{patient}: \
-                         {} is not available to it",
-                        if interaction == Interaction::Ledger {
-                            "the ledger"
-                        } else {
-                            "type and system history"
-                        }
+                         the ledger is not available to it"
                     )))
                 }
                 (_, _, Some(r)) => {

@@ -23,7 +23,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use sea_query::{
-    Alias, Expr, Order, PostgresQueryBuilder, Query, QueryBuilder, SqliteQueryBuilder,
+    Alias, Expr, Iden, Order, PostgresQueryBuilder, Query, QueryBuilder, SqliteQueryBuilder,
 };
 use sea_query_binder::SqlxBinder;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
@@ -147,6 +147,11 @@ pub struct HistoryQuery<'a> {
     pub offset: u64,
     /// Page size.
     pub count: u64,
+    /// Only versions of resources whose current version is in this Patient's compartment
+    /// (the caller's patient context); deleted resources are left out with it.
+    pub compartment: Option<&'a str>,
+    /// This server's base URL: absolute references under it count as local.
+    pub base_url: Option<&'a str>,
 }
 
 /// One page of history, newest first.
@@ -418,6 +423,12 @@ impl Store {
                     .and_where(Expr::col((V::Table, V::ResourceType)).eq(t))
                     .and_where(Expr::col((V::Table, V::Id)).eq(id));
             }
+        }
+        if let Some(patient) = query.compartment {
+            let table = Alias::new(V::Table.to_string());
+            // `and_where`, as the rest of this query: sea-query refuses to mix it with
+            // `cond_where`.
+            select.and_where(search::in_compartment(&table, query.base_url, patient).into());
         }
         if let Some(since) = query.since {
             select.and_where(Expr::col((V::Table, V::LastUpdated)).gte(micros(since)));

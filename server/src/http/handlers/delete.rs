@@ -11,6 +11,7 @@ use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 
 use super::{known_type, valid_id, write_context};
+use crate::audit_trail::touch;
 use crate::auth::Principal;
 use crate::http::error::ApiError;
 use crate::http::interactions::{self, Condition, Writer};
@@ -33,6 +34,7 @@ pub async fn delete(
     let deleted = interactions::delete(&mut tx, who, resource_type, id, if_match).await?;
     tx.commit().await?;
 
+    touch(&req, &state, |t| deleted.iter().for_each(|r| t.version(r)));
     let mut response = HttpResponse::NoContent();
     if let Some(record) = deleted {
         response.insert_header((header::ETAG, etag(record.version)));
@@ -57,6 +59,7 @@ pub async fn conditional(
         interactions::conditional_delete(&mut tx, who, &base, resource_type, &condition).await?;
     tx.commit().await?;
 
+    touch(&req, &state, |t| deleted.iter().for_each(|r| t.version(r)));
     let mut response = HttpResponse::NoContent();
     if let [record] = deleted.as_slice() {
         response.insert_header((header::ETAG, etag(record.version)));

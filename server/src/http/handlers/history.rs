@@ -13,6 +13,7 @@ use serde::Serialize;
 use serde_json::value::RawValue;
 
 use super::{known_type, valid_id};
+use crate::audit_trail::touch;
 use crate::auth::{Interaction, Principal};
 use crate::http::bundle::{self, Link};
 use crate::http::error::ApiError;
@@ -33,7 +34,7 @@ pub async fn system(
     principal: Principal,
 ) -> Result<HttpResponse, ApiError> {
     principal.authorize(Interaction::HistoryType, None, None)?;
-    history(&req, &state, HistoryScope::System).await
+    history(&req, &state, &principal, HistoryScope::System).await
 }
 
 /// `GET [base]/[type]/_history`.
@@ -45,7 +46,7 @@ pub async fn type_level(
 ) -> Result<HttpResponse, ApiError> {
     let resource_type = known_type(&path)?;
     principal.authorize(Interaction::HistoryType, Some(resource_type), None)?;
-    history(&req, &state, HistoryScope::Type(resource_type)).await
+    history(&req, &state, &principal, HistoryScope::Type(resource_type)).await
 }
 
 /// `GET [base]/[type]/[id]/_history`.
@@ -66,25 +67,38 @@ pub async fn instance(
         )
         .await?;
     let scope = HistoryScope::Instance(resource_type, id);
-    let response = history(&req, &state, scope).await?;
+    let response = history(&req, &state, &principal, scope).await?;
     Ok(response)
 }
 
+/// A history page as `principal` may see it: with a patient context, only the versions of
+/// resources in that Patient's compartment (the current version decides which resources in
+/// SQL, then each listed version is checked itself, so a version from before a resource
+/// moved into the compartment stays hidden; such a page can hold fewer than `_count`).
 async fn history(
     req: &HttpRequest,
     state: &AppState,
+    principal: &Principal,
     scope: HistoryScope<'_>,
 ) -> Result<HttpResponse, ApiError> {
     let params = Params::parse(req.query_string());
     let format = negotiate::negotiate(req, &params)?;
-    let query = parse_query(&params, scope)?;
-    let page = state.store.history(&query).await?;
+    let base = base_url(req, state);
+    let mut query = parse_query(&params, scope)?;
+    query.compartment = principal.compartment();
+    query.base_url = Some(&base);
+    let mut page = state.store.history(&query).await?;
+    if principal.compartment().is_some() {
+        page.versions.retain(|v| principal.may_read(v));
+    }
     if let HistoryScope::Instance(t, id) = scope {
         if page.total == Some(0) && query.since.is_none() && query.at.is_none() {
             return Err(ApiError::NotFound(format!("{t}/{id} does not exist")));
         }
     }
-    let base = base_url(req, state);
+    touch(req, state, |t| {
+        page.versions.iter().for_each(|v| t.patients_of(v))
+    });
     bundle(&base, req.path(), &params, &query, &page, format)
 }
 
@@ -132,6 +146,8 @@ fn parse_query<'a>(params: &Params, scope: HistoryScope<'a>) -> Result<HistoryQu
         snapshot,
         offset: number("_offset")?.unwrap_or(0),
         count,
+        compartment: None,
+        base_url: None,
     })
 }
 

@@ -160,6 +160,7 @@ fn write_response(
     record: &VersionRecord,
     format: Format,
 ) -> Result<HttpResponse, ApiError> {
+    crate::audit_trail::touch(req, state, |t| t.version(record));
     let location = format!(
         "{}/{}/{}/_history/{}",
         base_url(req, state),

@@ -11,6 +11,7 @@ use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 
 use super::{known_type, valid_id};
+use crate::audit_trail::touch;
 use crate::auth::{Interaction, Principal};
 use crate::http::error::ApiError;
 use crate::http::negotiate::{self, Params};
@@ -38,6 +39,7 @@ pub async fn read(
         .ok_or_else(|| not_found(resource_type, id))?;
     refuse_deleted(&record)?;
     principal.authorize_record(Interaction::Read, &record)?;
+    touch(&req, &state, |t| t.version(&record));
     if not_modified(&req, &record) {
         return Ok(version_headers(StatusCode::NOT_MODIFIED, &record).finish());
     }
@@ -72,6 +74,7 @@ pub async fn vread(
         })?;
     refuse_deleted(&record)?;
     principal.authorize_record(Interaction::Vread, &record)?;
+    touch(&req, &state, |t| t.version(&record));
     version_response(StatusCode::OK, &record, format, &projection)
 }
 

@@ -21,6 +21,7 @@ use serde::Serialize;
 use serde_json::value::RawValue;
 
 use super::known_type;
+use crate::audit_trail::{touch, Touched};
 use crate::auth::{Interaction, Principal};
 use crate::http::bundle::{self, Link};
 use crate::http::error::{ApiError, FHIR_JSON};
@@ -70,7 +71,7 @@ pub async fn compartment(
     let format = negotiate::negotiate(&req, &params)?;
     let base = base_url(&req, &state);
     principal.authorize_types(Interaction::Search, &[resource_type.to_owned()])?;
-    let compact = searchset(
+    let found = searchset(
         &state,
         &principal,
         &base,
@@ -80,9 +81,10 @@ pub async fn compartment(
         strict_handling(&req),
     )
     .await?;
+    touch(&req, &state, |t| t.merge(found.touched));
     Ok(HttpResponse::Ok()
         .insert_header((header::CONTENT_TYPE, FHIR_JSON))
-        .body(bundle::formatted(compact, format)?))
+        .body(bundle::formatted(found.body, format)?))
 }
 
 /// `POST [base]/[type]/_search`.
@@ -164,7 +166,7 @@ async fn search(
 ) -> Result<HttpResponse, ApiError> {
     let format = negotiate::negotiate(req, &params)?;
     let base = base_url(req, state);
-    let compact = searchset(
+    let found = searchset(
         state,
         principal,
         &base,
@@ -174,9 +176,10 @@ async fn search(
         strict_handling(req),
     )
     .await?;
+    touch(req, state, |t| t.merge(found.touched));
     Ok(HttpResponse::Ok()
         .insert_header((header::CONTENT_TYPE, FHIR_JSON))
-        .body(bundle::formatted(compact, format)?))
+        .body(bundle::formatted(found.body, format)?))
 }
 
 /// Runs a search as `principal` may see it (within Patient `compartment`'s compartment
@@ -191,7 +194,7 @@ pub(super) async fn searchset(
     compartment: Option<&str>,
     params: Params,
     strict: bool,
-) -> Result<String, ApiError> {
+) -> Result<Found, ApiError> {
     let asked = compartment;
     let compartment = match (asked, principal.compartment()) {
         (Some(asked), Some(own)) if asked != own => {
@@ -244,12 +247,27 @@ pub(super) async fn searchset(
         })
         .await?;
     page.included.retain(|v| principal.may_read(v));
+    let mut touched = Touched::default();
+    if state.audit.is_some() {
+        for record in page.matches.iter().chain(&page.included) {
+            touched.patients_of(record);
+        }
+    }
     let path = match (asked, resource_type) {
         (Some(patient), Some(t)) => format!("{base}/Patient/{patient}/{t}"),
         (_, Some(t)) => format!("{base}/{t}"),
         (_, None) => base.to_owned(),
     };
-    bundle(&path, base, &request, cursor.as_ref(), &page, &projection)
+    let body = bundle(&path, base, &request, cursor.as_ref(), &page, &projection)?;
+    Ok(Found { body, touched })
+}
+
+/// A rendered searchset and what the audit trail should know of it.
+pub(super) struct Found {
+    /// The Bundle, compact JSON.
+    pub body: String,
+    /// The Patients whose resources it holds (left empty when the trail is off).
+    pub touched: Touched,
 }
 
 /// `_summary` (but `count`) and `_elements` as the read handlers apply them.

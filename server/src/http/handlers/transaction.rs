@@ -24,6 +24,7 @@
 //! History reads and operations are not supported inside a Bundle (400).
 
 use std::collections::{HashMap, HashSet};
+use std::sync::{Mutex, PoisonError};
 
 use actix_web::http::{header, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -37,6 +38,7 @@ use serde_json::Value;
 
 use super::search::searchset;
 use super::{known_type, valid_id, write_context};
+use crate::audit_trail::Touched;
 use crate::auth::{Interaction, Principal};
 use crate::http::bundle;
 use crate::http::error::{ApiError, FHIR_JSON};
@@ -62,12 +64,14 @@ pub async fn transaction(
         .map_err(|issues| ApiError::Invalid(ValidationError { issues }))?;
     drop(value);
     let base = base_url(&req, &state);
+    let touched = state.audit.is_some().then(Mutex::default);
     let run = Run {
         store: &state.store,
         reader: Some((&state, &principal)),
         who: Writer::Principal(&principal),
         base: &base,
         prefer: negotiate::return_preference(req.headers()),
+        touched: touched.as_ref(),
     };
     let context = write_context(&req);
     let kind = bundle.kind;
@@ -75,6 +79,15 @@ pub async fn transaction(
         BundleKind::Transaction => run.transaction(bundle, context).await?,
         BundleKind::Batch => run.batch(bundle, context).await,
     };
+    // Only now: a failed transaction wrote nothing, so its event names no versions.
+    if let Some(touched) = touched {
+        let mut touched = touched.into_inner().unwrap_or_else(PoisonError::into_inner);
+        touched.interaction(match kind {
+            BundleKind::Transaction => "transaction",
+            BundleKind::Batch => "batch",
+        });
+        crate::audit_trail::touch(&req, &state, |t| t.merge(touched));
+    }
     let compact = bundle::render(kind.response_type(), None, Vec::new(), outcomes)?;
     Ok(HttpResponse::Ok()
         .insert_header((header::CONTENT_TYPE, FHIR_JSON))
@@ -349,9 +362,19 @@ pub(crate) struct Run<'a> {
     pub base: &'a str,
     /// What response entries carry.
     pub prefer: ReturnPreference,
+    /// Collects the versions written and read, for the request's AuditEvent (None: the
+    /// trail is off, or there is no request, as in an import).
+    pub touched: Option<&'a Mutex<Touched>>,
 }
 
 impl Run<'_> {
+    /// Adds to what this Bundle touched, when the audit trail is listening.
+    fn touch(&self, note: impl FnOnce(&mut Touched)) {
+        if let Some(touched) = self.touched {
+            note(&mut touched.lock().unwrap_or_else(PoisonError::into_inner));
+        }
+    }
+
     /// Every entry in one database transaction.
     async fn transaction(
         &self,
@@ -729,6 +752,7 @@ impl Run<'_> {
         status: StatusCode,
         record: &VersionRecord,
     ) -> Result<ResponseEntry, ApiError> {
+        self.touch(|t| t.version(record));
         let (resource, outcome) = match self.prefer {
             ReturnPreference::Minimal => (None, None),
             ReturnPreference::Representation => {
@@ -807,7 +831,7 @@ impl Run<'_> {
                 Ok(entry)
             }
             Op::Search { ty, query } => {
-                let text = searchset(
+                let found = searchset(
                     state,
                     principal,
                     self.base,
@@ -817,9 +841,10 @@ impl Run<'_> {
                     false,
                 )
                 .await?;
+                self.touch(|t| t.merge(found.touched));
                 Ok(ResponseEntry {
                     full_url: None,
-                    resource: Some(raw(text)?),
+                    resource: Some(raw(found.body)?),
                     response: EntryResponse {
                         status: status_text(StatusCode::OK),
                         location: None,

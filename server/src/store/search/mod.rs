@@ -243,6 +243,13 @@ pub(super) async fn matching_ids(
         .collect()
 }
 
+/// The rows of `table` (which has `resource_type` and `id` columns) that belong to resources
+/// in the compartment of `Patient/<patient>` as their current versions are indexed: what a
+/// patient-context token may list in history, with the same criterion search uses.
+pub(crate) fn in_compartment(table: &Alias, base_url: Option<&str>, patient: &str) -> Condition {
+    SqlBuilder::new(base_url).compartment(table, &[], patient)
+}
+
 impl Store {
     /// Runs a search: one page of matches, what its includes add, and the total if asked.
     #[tracing::instrument(name = "db.search", skip_all, fields(otel.kind = "client", db.system.name = self.backend.system_name()))]
