@@ -356,6 +356,42 @@ async fn dates(s: TestServer) {
         of(&["p1", "p2", "p3", "p4"])
     );
     assert_eq!(p(&[("_lastUpdated", "lt2000-01-01")]).await, of(&[]));
+    // Both are answered from the resources table: exact instants, prefixes, :not,
+    // :missing and sorting behave as for any token or date parameter.
+    let read: Value = s
+        .get("Patient/p2")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let instant = read["meta"]["lastUpdated"].as_str().unwrap().to_owned();
+    let at = |prefix: &str| format!("{prefix}{instant}");
+    let exactly = set(&s, "Patient", &[("_lastUpdated", &at("eq"))]).await;
+    assert!(exactly.contains("p2"), "{exactly:?}");
+    let after = set(&s, "Patient", &[("_lastUpdated", &at("gt"))]).await;
+    assert!(!after.contains("p2"), "{after:?}");
+    let from = set(&s, "Patient", &[("_lastUpdated", &at("ge"))]).await;
+    assert!(from.contains("p2"), "{from:?}");
+    assert_eq!(p(&[("_id:not", "p1,p2")]).await, of(&["p3", "p4"]));
+    assert_eq!(p(&[("_id", "|p3")]).await, of(&["p3"]));
+    assert_eq!(p(&[("_id", "http://x|p3")]).await, of(&[]));
+    assert_eq!(p(&[("_id:missing", "true")]).await, of(&[]));
+    assert_eq!(
+        p(&[("_lastUpdated:missing", "false")]).await,
+        of(&["p1", "p2", "p3", "p4"])
+    );
+    let newest_first = search(&s, "Patient", &[("_sort", "-_lastUpdated,_id")]).await;
+    let stamps: Vec<&str> = newest_first["entry"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["resource"]["meta"]["lastUpdated"].as_str().unwrap())
+        .collect();
+    let mut sorted = stamps.clone();
+    sorted.sort_by(|a, b| b.cmp(a));
+    assert_eq!(stamps, sorted);
 }
 
 async fn numbers_quantities_composites_uris(s: TestServer) {

@@ -50,6 +50,9 @@ impl IndexRows {
         let mut rows = IndexRows::default();
         let mut group = 0i64;
         for param in registry.params_for(resource_type) {
+            if super::search::is_resource_column(&param.code) {
+                continue;
+            }
             let values = match fhir::search::extract_param(param, resource) {
                 Ok(values) => values,
                 Err(e) => {
@@ -213,6 +216,34 @@ fn sql_value(value: &Value) -> SimpleExpr {
     }
 }
 
+/// Each table's column names, in [`columns`] order.
+static COLUMN_NAMES: std::sync::LazyLock<[Vec<String>; 7]> = std::sync::LazyLock::new(|| {
+    std::array::from_fn(|table| {
+        columns(table)
+            .map(|(c, _)| sea_query::Iden::to_string(&c))
+            .collect()
+    })
+});
+
+/// `rows` as a JSON array of objects keyed by `names`, serialized straight from the rows:
+/// building a map per row first cost more than the rest of a bulk write (the AuditEvent
+/// trail writes one such array per table per batch).
+fn json_objects(names: &[String], rows: &[Vec<Value>]) -> StoreResult<String> {
+    struct Row<'a>(&'a [String], &'a [Value]);
+    impl serde::Serialize for Row<'_> {
+        fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            s.collect_map(self.0.iter().zip(self.1))
+        }
+    }
+    struct Rows<'a>(&'a [String], &'a [Vec<Value>]);
+    impl serde::Serialize for Rows<'_> {
+        fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            s.collect_seq(self.1.iter().map(|row| Row(self.0, row)))
+        }
+    }
+    serde_json::to_string(&Rows(names, rows)).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
 /// PostgreSQL: clears (when `$3`) and refills the seven tables of `$1/$2` in one fixed,
 /// prepared statement; each table's rows arrive as one JSON array (`$4`…`$10`) expanded by
 /// `json_to_recordset`. The data-modifying CTEs share one snapshot, so the deletes never see
@@ -299,14 +330,7 @@ pub(crate) async fn replace(
         .bind(id)
         .bind(had_rows);
     for (table, table_rows) in rows.rows.iter().enumerate() {
-        let names: Vec<String> = columns(table)
-            .map(|(c, _)| sea_query::Iden::to_string(&c))
-            .collect();
-        let objects: Vec<Value> = table_rows
-            .iter()
-            .map(|row| Value::Object(names.iter().cloned().zip(row.iter().cloned()).collect()))
-            .collect();
-        query = query.bind(Value::Array(objects).to_string());
+        query = query.bind(json_objects(&COLUMN_NAMES[table], table_rows)?);
     }
     query
         .execute(&mut **tx)
@@ -410,5 +434,20 @@ impl super::Store {
         }
         tx.commit().await.map_err(StoreError::from_sqlx)?;
         Ok(batch)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_objects_match_maps_built_per_row() {
+        let names = ["a".to_owned(), "b".to_owned()];
+        let rows = vec![vec![json!("x\"y"), json!(3)], vec![json!(null), json!(2.5)]];
+        let expected = json!([{"a": "x\"y", "b": 3}, {"a": null, "b": 2.5}]);
+        let text = json_objects(&names, &rows).unwrap();
+        assert_eq!(serde_json::from_str::<Value>(&text).unwrap(), expected);
+        assert_eq!(json_objects(&names, &[]).unwrap(), "[]");
     }
 }

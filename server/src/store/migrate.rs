@@ -36,6 +36,18 @@ const STEPS: &[Step] = &[
         include_str!("../../../migrations/sqlite/0004_import.sql"),
         include_str!("../../../migrations/postgres/0004_import.sql"),
     ),
+    (
+        5,
+        "collation",
+        include_str!("../../../migrations/sqlite/0005_collation.sql"),
+        include_str!("../../../migrations/postgres/0005_collation.sql"),
+    ),
+    (
+        6,
+        "resource params",
+        include_str!("../../../migrations/sqlite/0006_resource_params.sql"),
+        include_str!("../../../migrations/postgres/0006_resource_params.sql"),
+    ),
 ];
 
 #[derive(Debug)]

@@ -176,7 +176,7 @@ impl WriteTx {
         let mut rows = Vec::with_capacity(items.len());
         let mut contents = Vec::with_capacity(items.len());
         let mut index = super::index::IndexRows::default();
-        for (ord, item) in items.into_iter().enumerate() {
+        for item in items {
             let stamped = stamp(
                 item.resource,
                 &item.resource_type,
@@ -198,17 +198,34 @@ impl WriteTx {
                 &item.id,
                 &stamped,
             ));
-            rows.push(serde_json::json!({
-                "ord": ord,
-                "resource_type": item.resource_type,
-                "id": item.id,
-                "content": content,
-                "content_hash": hex::encode(hash),
-            }));
+            rows.push(hex::encode(hash));
             contents.push((item.resource_type, item.id, content));
         }
+        // The input rows, serialized from borrowed fields rather than built as JSON maps.
+        #[derive(serde::Serialize)]
+        struct Input<'a> {
+            ord: usize,
+            resource_type: &'a str,
+            id: &'a str,
+            content: &'a str,
+            content_hash: &'a str,
+        }
+        let input: Vec<Input<'_>> = contents
+            .iter()
+            .zip(&rows)
+            .enumerate()
+            .map(|(ord, ((resource_type, id, content), hash))| Input {
+                ord,
+                resource_type,
+                id,
+                content,
+                content_hash: hash,
+            })
+            .collect();
+        let input =
+            serde_json::to_string(&input).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         let returned = sqlx::query(PG_CREATE_MANY)
-            .bind(Value::Array(rows).to_string())
+            .bind(input)
             .bind(WriteMethod::Create.as_str())
             .bind(micros(last_updated))
             .bind(super::ledger::operation_name(WriteMethod::Create))

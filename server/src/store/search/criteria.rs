@@ -2,8 +2,8 @@
 //! index tables, with the value semantics listed in the parent module's documentation.
 
 use fhir::search::{
-    Criterion, Modifier, ParamType, Prefix, ReferenceSearch, SearchRegistry, SearchRequest,
-    SearchValue, SortKey, SystemFilter, TokenSearch,
+    Criterion, DateSearch, Match, Modifier, ParamType, Prefix, ReferenceSearch, SearchRegistry,
+    SearchRequest, SearchValue, SortKey, SystemFilter, TokenSearch,
 };
 use sea_query::{Alias, Cond, Condition, Expr, LikeExpr, Query, SelectStatement, SimpleExpr};
 use time::OffsetDateTime;
@@ -179,6 +179,15 @@ impl<'a> SqlBuilder<'a> {
         c: &Criterion,
     ) -> StoreResult<Condition> {
         Ok(match c {
+            Criterion::Match(m) if is_resource_column(&m.param.code) => self.on_resource(r, m),
+            Criterion::Missing { param, missing } if is_resource_column(&param.code) => {
+                // Every resource has an id and a lastUpdated.
+                if *missing {
+                    Cond::all().add(Expr::cust("1 = 0"))
+                } else {
+                    Cond::all()
+                }
+            }
             Criterion::Match(m) if m.param.kind == ParamType::Composite => {
                 let kinds = self.components(types, &m.param.code);
                 let mut any = Cond::any();
@@ -292,6 +301,35 @@ impl<'a> SqlBuilder<'a> {
         })
     }
 
+    /// `_id` or `_lastUpdated` (see [`is_resource_column`]) on `r`'s own columns.
+    fn on_resource(&self, r: &Alias, m: &Match) -> Condition {
+        let mut any = Cond::any();
+        for v in &m.values {
+            any = any.add(match v {
+                // The id is a token without a system: a code, with no system or `|code`.
+                SearchValue::Token(TokenSearch::Code {
+                    system: SystemFilter::Any | SystemFilter::Absent,
+                    code,
+                }) => match code {
+                    Some(code) => Cond::all().add(Expr::col((r.clone(), R::Id)).eq(code.as_str())),
+                    None => Cond::all(),
+                },
+                SearchValue::Date(d) => {
+                    // lastUpdated has millisecond precision: [t, t + 1 ms).
+                    let lo = Expr::col((r.clone(), R::LastUpdated));
+                    let hi = Expr::expr(Expr::col((r.clone(), R::LastUpdated)).add(1000));
+                    date(lo, hi, d)
+                }
+                _ => Cond::all().add(Expr::cust("1 = 0")),
+            });
+        }
+        if m.modifier == Some(Modifier::Not) {
+            any.not()
+        } else {
+            Cond::all().add(any)
+        }
+    }
+
     /// `SELECT 1 FROM <table of kind> s WHERE <s belongs to r, param code> AND cond`.
     pub(super) fn rows(
         &self,
@@ -386,32 +424,7 @@ impl<'a> SqlBuilder<'a> {
                 .add(col("system").eq(system.as_str()))
                 .add(col("code").eq(format!("{code}|{value}"))),
             SearchValue::Reference(reference) => self.reference(s, reference),
-            SearchValue::Date(d) => {
-                let (s0, e0) = (micros(d.start), micros(d.end));
-                let (lo, hi) = (col("lo"), col("hi"));
-                let eq = || Cond::all().add(lo.clone().gte(s0)).add(hi.clone().lte(e0));
-                match d.prefix {
-                    Prefix::Eq => eq(),
-                    Prefix::Ne => eq().not(),
-                    Prefix::Gt => cond.add(hi.gt(e0)),
-                    Prefix::Lt => cond.add(lo.lt(s0)),
-                    Prefix::Ge => Cond::any().add(hi.clone().gt(e0)).add(eq()),
-                    Prefix::Le => Cond::any().add(lo.clone().lt(s0)).add(eq()),
-                    Prefix::Sa => cond.add(lo.gte(e0)),
-                    Prefix::Eb => cond.add(hi.lte(s0)),
-                    Prefix::Ap => {
-                        let now = micros(OffsetDateTime::now_utc());
-                        let distance = (now.saturating_sub(s0))
-                            .unsigned_abs()
-                            .max(now.saturating_sub(e0).unsigned_abs());
-                        let gap = i64::try_from(distance / 10)
-                            .unwrap_or(i64::MAX)
-                            .max(86_400_000_000);
-                        cond.add(lo.lt(e0.saturating_add(gap)))
-                            .add(hi.gt(s0.saturating_sub(gap)))
-                    }
-                }
-            }
+            SearchValue::Date(d) => date(col("lo"), col("hi"), d),
             SearchValue::Number(n) => number(&col("value"), n),
             SearchValue::Quantity(q) => {
                 let mut cond = number(&col("value"), &q.number);
@@ -530,6 +543,25 @@ impl<'a> SqlBuilder<'a> {
 
     /// `(SELECT MIN|MAX(column) FROM <index> s WHERE <s belongs to r>)`.
     pub(super) fn sort_key(&mut self, r: &Alias, key: &SortKey) -> SortExpr {
+        match key.param.code.as_str() {
+            "_id" => {
+                return SortExpr {
+                    expr: Expr::col((r.clone(), R::Id)).into(),
+                    descending: key.descending,
+                    nullable: false,
+                    kind: KeyKind::Text,
+                }
+            }
+            "_lastUpdated" => {
+                return SortExpr {
+                    expr: Expr::col((r.clone(), R::LastUpdated)).into(),
+                    descending: key.descending,
+                    nullable: false,
+                    kind: KeyKind::Int,
+                }
+            }
+            _ => {}
+        }
         let s = self.alias("o");
         let column = match key.param.kind {
             ParamType::String => "normalized",
@@ -552,6 +584,41 @@ impl<'a> SqlBuilder<'a> {
             descending: key.descending,
             nullable: true,
             kind: kind_of(key.param.kind),
+        }
+    }
+}
+
+/// Search parameters answered from `resources` itself rather than from index rows: every
+/// resource has exactly one id and one lastUpdated, so rows for them would only repeat the
+/// table (two rows per resource, written on every write).
+pub(crate) fn is_resource_column(code: &str) -> bool {
+    matches!(code, "_id" | "_lastUpdated")
+}
+
+/// A date comparison of the range `[lo, hi)` with `d` (see the module doc).
+fn date(lo: Expr, hi: Expr, d: &DateSearch) -> Condition {
+    let (s0, e0) = (micros(d.start), micros(d.end));
+    let cond = Cond::all();
+    let eq = || Cond::all().add(lo.clone().gte(s0)).add(hi.clone().lte(e0));
+    match d.prefix {
+        Prefix::Eq => eq(),
+        Prefix::Ne => eq().not(),
+        Prefix::Gt => cond.add(hi.gt(e0)),
+        Prefix::Lt => cond.add(lo.lt(s0)),
+        Prefix::Ge => Cond::any().add(hi.clone().gt(e0)).add(eq()),
+        Prefix::Le => Cond::any().add(lo.clone().lt(s0)).add(eq()),
+        Prefix::Sa => cond.add(lo.gte(e0)),
+        Prefix::Eb => cond.add(hi.lte(s0)),
+        Prefix::Ap => {
+            let now = micros(OffsetDateTime::now_utc());
+            let distance = (now.saturating_sub(s0))
+                .unsigned_abs()
+                .max(now.saturating_sub(e0).unsigned_abs());
+            let gap = i64::try_from(distance / 10)
+                .unwrap_or(i64::MAX)
+                .max(86_400_000_000);
+            cond.add(lo.lt(e0.saturating_add(gap)))
+                .add(hi.gt(s0.saturating_sub(gap)))
         }
     }
 }

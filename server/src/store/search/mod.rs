@@ -57,6 +57,7 @@ use sqlx::Row;
 
 mod criteria;
 
+pub(crate) use criteria::is_resource_column;
 use criteria::{local_reference, SqlBuilder};
 
 use super::schema::{ResourceVersions as V, Resources as R};
