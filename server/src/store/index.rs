@@ -60,7 +60,7 @@ impl IndexRows {
                     continue;
                 }
             };
-            for value in values {
+            for value in dedupe(values) {
                 if let IndexValue::Composite(components) = value {
                     group += 1;
                     for (i, component) in components.into_iter().enumerate() {
@@ -158,6 +158,45 @@ impl IndexRows {
     pub(crate) fn len(&self) -> usize {
         self.rows.iter().map(Vec::len).sum()
     }
+}
+
+/// One parameter's values without those that cannot change what a search finds: exact
+/// repeats (a code coded twice), and a plain reference beside a versioned one to the same
+/// resource (a search without a version matches the versioned row; one with a version
+/// needs it). Every row costs an insert and two index entries on each write.
+fn dedupe(values: Vec<IndexValue>) -> Vec<IndexValue> {
+    if values.len() < 2 {
+        return values;
+    }
+    let same_target = |a: &fhir::search::ReferenceValue, b: &fhir::search::ReferenceValue| {
+        a.target_type == b.target_type
+            && a.id == b.id
+            && a.url == b.url
+            && a.identifier == b.identifier
+            && a.contained == b.contained
+    };
+    let mut kept: Vec<IndexValue> = Vec::with_capacity(values.len());
+    for value in values {
+        if kept.contains(&value) {
+            continue;
+        }
+        if let IndexValue::Reference(r) = &value {
+            if r.version.is_none()
+                && kept.iter().any(
+                    |k| matches!(k, IndexValue::Reference(v) if v.version.is_some() && same_target(v, r)),
+                )
+            {
+                continue;
+            }
+            if r.version.is_some() {
+                kept.retain(
+                    |k| !matches!(k, IndexValue::Reference(v) if v.version.is_none() && same_target(v, r)),
+                );
+            }
+        }
+        kept.push(value);
+    }
+    kept
 }
 
 /// `[lo, hi)` in microseconds, open ends as the extreme integers.
@@ -440,6 +479,38 @@ impl super::Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn repeated_and_subsumed_values_are_indexed_once() {
+        let registry = fhir::search::r4_search();
+        let event = json!({"resourceType": "AuditEvent", "id": "a1",
+            "type": {"code": "rest"}, "recorded": "2026-01-01T00:00:00Z",
+            "agent": [{"requestor": true}], "source": {"observer": {"display": "x"}},
+            "entity": [
+                {"what": {"reference": "Patient/p1/_history/2"},
+                 "type": {"system": "s", "code": "2"}},
+                {"what": {"reference": "Patient/p1"}, "type": {"system": "s", "code": "1"}},
+                {"what": {"reference": "Patient/p2"}, "type": {"system": "s", "code": "1"}}]});
+        let rows = IndexRows::extract(registry, "AuditEvent", "a1", &event);
+        let refs = |param: &str| -> Vec<(Value, Value)> {
+            rows.rows[2]
+                .iter()
+                .filter(|r| r[2] == param)
+                .map(|r| (r[5].clone(), r[6].clone()))
+                .collect()
+        };
+        assert_eq!(
+            refs("entity"),
+            [(json!("p1"), json!("2")), (json!("p2"), Value::Null)]
+        );
+        assert_eq!(refs("patient").len(), 2);
+        let types: Vec<&Value> = rows.rows[1]
+            .iter()
+            .filter(|r| r[2] == "entity-type")
+            .map(|r| &r[5])
+            .collect();
+        assert_eq!(types, [&json!("2"), &json!("1")]);
+    }
 
     #[test]
     fn json_objects_match_maps_built_per_row() {

@@ -123,8 +123,8 @@ impl VersionRecord {
 /// Which versions a history request covers.
 #[derive(Debug, Clone, Copy)]
 pub enum HistoryScope<'a> {
-    /// All resources.
-    System,
+    /// All resources, or those of these types when any are named.
+    System(&'a [&'a str]),
     /// All resources of one type.
     Type(&'a str),
     /// One resource.
@@ -414,7 +414,11 @@ impl Store {
             select.and_where(Expr::col((V::Table, V::Seq)).lte(snapshot));
         }
         match query.scope {
-            HistoryScope::System => {}
+            HistoryScope::System([]) => {}
+            HistoryScope::System(types) => {
+                select
+                    .and_where(Expr::col((V::Table, V::ResourceType)).is_in(types.iter().copied()));
+            }
             HistoryScope::Type(t) => {
                 select.and_where(Expr::col((V::Table, V::ResourceType)).eq(t));
             }

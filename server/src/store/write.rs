@@ -12,7 +12,9 @@
 //! write leaves none. Entries are plain inserts: no lock beyond the row being written; the
 //! sealer orders them into blocks afterwards.
 
-use sea_query::{Expr, LockType, OnConflict, Query};
+use std::collections::HashMap;
+
+use sea_query::{Expr, LockType, OnConflict, Query, SqliteQueryBuilder};
 use sea_query_binder::SqlxBinder;
 use serde_json::{Map, Value};
 use sqlx::{Any, Row, Transaction};
@@ -154,26 +156,18 @@ impl WriteTx {
     /// Creates many resources with ids assigned beforehand, as [`WriteTx::create_as`] would
     /// one by one, in the order given. On PostgreSQL the versions, ledger entries and
     /// pointers of all of them are one statement and their index rows another: a
-    /// transaction Bundle of 2,000 creates costs two round trips, not 4,000.
+    /// transaction Bundle of 2,000 creates costs two round trips, not 4,000. On SQLite,
+    /// where every statement is a hand-over to the connection's thread, the versions are
+    /// multi-row inserts and the entries, pointers and index rows one batch of statements.
     pub async fn create_many(
         &mut self,
         items: Vec<NewResource>,
     ) -> StoreResult<Vec<VersionRecord>> {
-        if self.backend != Backend::Postgres {
-            let mut records = Vec::with_capacity(items.len());
-            for item in items {
-                records.push(
-                    self.create_as(&item.resource_type, &item.id, item.resource)
-                        .await?,
-                );
-            }
-            return Ok(records);
-        }
         if items.is_empty() {
             return Ok(Vec::new());
         }
         let last_updated = next_last_updated(None)?;
-        let mut rows = Vec::with_capacity(items.len());
+        let mut hashes = Vec::with_capacity(items.len());
         let mut contents = Vec::with_capacity(items.len());
         let mut index = super::index::IndexRows::default();
         for item in items {
@@ -198,8 +192,13 @@ impl WriteTx {
                 &item.id,
                 &stamped,
             ));
-            rows.push(hex::encode(hash));
+            hashes.push(hex::encode(hash));
             contents.push((item.resource_type, item.id, content));
+        }
+        if self.backend != Backend::Postgres {
+            return self
+                .create_many_sqlite(last_updated, contents, &hashes, index)
+                .await;
         }
         // The input rows, serialized from borrowed fields rather than built as JSON maps.
         #[derive(serde::Serialize)]
@@ -212,7 +211,7 @@ impl WriteTx {
         }
         let input: Vec<Input<'_>> = contents
             .iter()
-            .zip(&rows)
+            .zip(&hashes)
             .enumerate()
             .map(|(ord, ((resource_type, id, content), hash))| Input {
                 ord,
@@ -235,32 +234,122 @@ impl WriteTx {
             .fetch_all(&mut *self.tx)
             .await
             .map_err(StoreError::from_sqlx)?;
-        let mut seqs = std::collections::HashMap::with_capacity(returned.len());
+        let mut seqs = HashMap::with_capacity(returned.len());
         for row in &returned {
             let key: (String, String) = (row.try_get("resource_type")?, row.try_get("id")?);
             seqs.insert(key, row.try_get::<i64, _>("seq")?);
         }
         super::index::replace(&mut self.tx, self.backend, "", "", Some(index), false).await?;
-        contents
-            .into_iter()
-            .map(|(resource_type, id, content)| {
-                let seq = seqs
+        created(contents, &seqs, last_updated)
+    }
+
+    /// [`WriteTx::create_many`] on SQLite.
+    async fn create_many_sqlite(
+        &mut self,
+        last_updated: OffsetDateTime,
+        contents: Vec<(String, String, String)>,
+        hashes: &[String],
+        index: super::index::IndexRows,
+    ) -> StoreResult<Vec<VersionRecord>> {
+        // Rows per statement: well under SQLite's bound-parameter limit.
+        const ROWS: usize = 400;
+        let lu = micros(last_updated);
+        let mut seqs = HashMap::with_capacity(contents.len());
+        for chunk in contents.chunks(ROWS) {
+            let mut insert = Query::insert();
+            insert.into_table(V::Table).columns([
+                V::ResourceType,
+                V::Id,
+                V::Version,
+                V::Method,
+                V::LastUpdated,
+                V::Content,
+            ]);
+            for (resource_type, id, content) in chunk {
+                insert.values_panic([
+                    resource_type.as_str().into(),
+                    id.as_str().into(),
+                    1i64.into(),
+                    WriteMethod::Create.as_str().into(),
+                    lu.into(),
+                    content.as_str().into(),
+                ]);
+            }
+            insert.returning(Query::returning().columns([V::Seq, V::ResourceType, V::Id]));
+            let (sql, values) = insert.build_any_sqlx(query_builder(self.backend));
+            let returned = sqlx::query_with(&sql, values)
+                .fetch_all(&mut *self.tx)
+                .await
+                .map_err(StoreError::from_sqlx)?;
+            for row in &returned {
+                let key: (String, String) = (row.try_get("resource_type")?, row.try_get("id")?);
+                seqs.insert(key, row.try_get::<i64, _>("seq")?);
+            }
+        }
+        // Entries and pointers: one batch of statements, values inlined and escaped by
+        // sea-query, in version order so entry order follows it.
+        let operation = super::ledger::operation_name(WriteMethod::Create);
+        let recorded_at = fhir::primitives::format_instant(last_updated);
+        let mut batch = String::new();
+        for (chunk, chunk_hashes) in contents.chunks(ROWS).zip(hashes.chunks(ROWS)) {
+            let mut entries = Query::insert();
+            entries.into_table(E::Table).columns([
+                E::VersionSeq,
+                E::ResourceType,
+                E::Id,
+                E::Version,
+                E::Operation,
+                E::ContentHash,
+                E::Actor,
+                E::RecordedAt,
+                E::RequestId,
+            ]);
+            let mut pointers = Query::insert();
+            pointers.into_table(R::Table).columns([
+                R::ResourceType,
+                R::Id,
+                R::Version,
+                R::Deleted,
+                R::LastUpdated,
+                R::Seq,
+            ]);
+            for ((resource_type, id, _), hash) in chunk.iter().zip(chunk_hashes) {
+                let seq = *seqs
                     .get(&(resource_type.clone(), id.clone()))
-                    .copied()
                     .ok_or_else(|| {
                         StoreError::Corrupt(format!("{resource_type}/{id} was not written"))
                     })?;
-                Ok(VersionRecord {
-                    seq,
-                    resource_type,
-                    id,
-                    version: 1,
-                    method: WriteMethod::Create,
-                    last_updated,
-                    content: Some(content),
-                })
-            })
-            .collect()
+                entries.values_panic([
+                    seq.into(),
+                    resource_type.as_str().into(),
+                    id.as_str().into(),
+                    1i64.into(),
+                    operation.into(),
+                    hash.as_str().into(),
+                    self.context.actor.as_str().into(),
+                    recorded_at.as_str().into(),
+                    self.context.request_id.as_str().into(),
+                ]);
+                pointers.values_panic([
+                    resource_type.as_str().into(),
+                    id.as_str().into(),
+                    1i64.into(),
+                    0i64.into(),
+                    lu.into(),
+                    seq.into(),
+                ]);
+            }
+            for statement in [entries, pointers] {
+                batch.push_str(&statement.to_string(SqliteQueryBuilder));
+                batch.push_str(";\n");
+            }
+        }
+        sqlx::raw_sql(&batch)
+            .execute(&mut *self.tx)
+            .await
+            .map_err(StoreError::from_sqlx)?;
+        super::index::replace(&mut self.tx, self.backend, "", "", Some(index), false).await?;
+        created(contents, &seqs, last_updated)
     }
 
     /// Creates a resource with an id the caller assigned beforehand (a transaction Bundle
@@ -715,6 +804,35 @@ impl WriteTx {
         }
         Ok((record, stamped))
     }
+}
+
+/// The records of versions [`WriteTx::create_many`] wrote, with the sequence numbers the
+/// database assigned them.
+fn created(
+    contents: Vec<(String, String, String)>,
+    seqs: &HashMap<(String, String), i64>,
+    last_updated: OffsetDateTime,
+) -> StoreResult<Vec<VersionRecord>> {
+    contents
+        .into_iter()
+        .map(|(resource_type, id, content)| {
+            let seq = seqs
+                .get(&(resource_type.clone(), id.clone()))
+                .copied()
+                .ok_or_else(|| {
+                    StoreError::Corrupt(format!("{resource_type}/{id} was not written"))
+                })?;
+            Ok(VersionRecord {
+                seq,
+                resource_type,
+                id,
+                version: 1,
+                method: WriteMethod::Create,
+                last_updated,
+                content: Some(content),
+            })
+        })
+        .collect()
 }
 
 /// `INSERT INTO resources …` for one current-version pointer.

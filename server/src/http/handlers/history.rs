@@ -33,8 +33,24 @@ pub async fn system(
     state: web::Data<AppState>,
     principal: Principal,
 ) -> Result<HttpResponse, ApiError> {
-    principal.authorize(Interaction::HistoryType, None, None)?;
-    history(&req, &state, &principal, HistoryScope::System).await
+    // A patient-context token sees the types of its compartment that it may read (the
+    // trail's AuditEvents name patients, but a patient may not read them); anyone else
+    // must be allowed every type.
+    let types: Vec<&str> = match principal.compartment() {
+        Some(_) => fhir::definitions::r4()
+            .resource_types()
+            .filter(|t| {
+                principal
+                    .authorize(Interaction::HistoryType, Some(t), None)
+                    .is_ok()
+            })
+            .collect(),
+        None => Vec::new(),
+    };
+    if types.is_empty() {
+        principal.authorize(Interaction::HistoryType, None, None)?;
+    }
+    history(&req, &state, &principal, HistoryScope::System(&types)).await
 }
 
 /// `GET [base]/[type]/_history`.
