@@ -84,7 +84,8 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
     );
     tracing::info!(public_key = %hex::encode(key.public_key()), "ledger signing key loaded");
     let seal_interval = Duration::from_millis(args.seal.seal_interval_ms);
-    actix_web::rt::spawn(
+    let (stop_sealer, sealer_stopped) = tokio::sync::oneshot::channel::<()>();
+    let sealer = actix_web::rt::spawn(
         crate::notary::sealer::Sealer {
             store: store.clone(),
             key,
@@ -92,7 +93,9 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
             interval: seal_interval,
             max_entries: args.seal.seal_max_entries,
         }
-        .run(),
+        .run_until(async {
+            let _ = sealer_stopped.await;
+        }),
     );
     actix_web::rt::spawn(crate::telemetry::sample_store(store.clone()));
     let auth = crate::auth::Auth::from_args(&args.auth, &args.database.data_dir).await?;
@@ -122,6 +125,9 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
     // Requests have finished: store the AuditEvents still queued, then close.
     audit.shutdown().await;
     let _ = writer.await;
+    // The sealer finishes the seal under way before the pool closes under it.
+    let _ = stop_sealer.send(());
+    let _ = sealer.await;
     store.close().await;
     tracing::info!("stopped");
     Ok(())

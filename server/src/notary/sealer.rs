@@ -27,6 +27,14 @@ pub struct Sealer {
 impl Sealer {
     /// Runs until the surrounding runtime stops.
     pub async fn run(self) {
+        self.run_until(std::future::pending()).await;
+    }
+
+    /// Runs until `stop` completes, finishing the seal under way, then lets go of the
+    /// sealer lock. The server stops it this way before closing the database, so no seal
+    /// is cut off by a closing pool.
+    pub async fn run_until(self, stop: impl std::future::Future<Output = ()>) {
+        tokio::pin!(stop);
         let mut lock = None;
         loop {
             if lock.is_none() {
@@ -57,7 +65,10 @@ impl Sealer {
                     lock = None;
                 }
             }
-            tokio::time::sleep(self.interval).await;
+            tokio::select! {
+                () = tokio::time::sleep(self.interval) => {}
+                () = &mut stop => break,
+            }
         }
     }
 
