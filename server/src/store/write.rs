@@ -67,6 +67,39 @@ r AS (INSERT INTO resources (resource_type, id, version, deleted, last_updated, 
     SELECT resource_type, id, 1, 0, $3, seq FROM v) \
 SELECT seq, resource_type, id FROM v";
 
+/// The columns a version row is inserted with, in value order.
+const VERSION_COLUMNS: [V; 6] = [
+    V::ResourceType,
+    V::Id,
+    V::Version,
+    V::Method,
+    V::LastUpdated,
+    V::Content,
+];
+
+/// The columns a ledger entry is inserted with, in value order.
+const ENTRY_COLUMNS: [E; 9] = [
+    E::VersionSeq,
+    E::ResourceType,
+    E::Id,
+    E::Version,
+    E::Operation,
+    E::ContentHash,
+    E::Actor,
+    E::RecordedAt,
+    E::RequestId,
+];
+
+/// The columns a `resources` pointer row is inserted with, in value order.
+const POINTER_COLUMNS: [R; 6] = [
+    R::ResourceType,
+    R::Id,
+    R::Version,
+    R::Deleted,
+    R::LastUpdated,
+    R::Seq,
+];
+
 /// A resource to create with an id assigned beforehand (see [`WriteTx::create_many`]).
 #[derive(Debug, Clone)]
 pub struct NewResource {
@@ -257,14 +290,7 @@ impl WriteTx {
         let mut seqs = HashMap::with_capacity(contents.len());
         for chunk in contents.chunks(ROWS) {
             let mut insert = Query::insert();
-            insert.into_table(V::Table).columns([
-                V::ResourceType,
-                V::Id,
-                V::Version,
-                V::Method,
-                V::LastUpdated,
-                V::Content,
-            ]);
+            insert.into_table(V::Table).columns(VERSION_COLUMNS);
             for (resource_type, id, content) in chunk {
                 insert.values_panic([
                     resource_type.as_str().into(),
@@ -293,26 +319,9 @@ impl WriteTx {
         let mut batch = String::new();
         for (chunk, chunk_hashes) in contents.chunks(ROWS).zip(hashes.chunks(ROWS)) {
             let mut entries = Query::insert();
-            entries.into_table(E::Table).columns([
-                E::VersionSeq,
-                E::ResourceType,
-                E::Id,
-                E::Version,
-                E::Operation,
-                E::ContentHash,
-                E::Actor,
-                E::RecordedAt,
-                E::RequestId,
-            ]);
+            entries.into_table(E::Table).columns(ENTRY_COLUMNS);
             let mut pointers = Query::insert();
-            pointers.into_table(R::Table).columns([
-                R::ResourceType,
-                R::Id,
-                R::Version,
-                R::Deleted,
-                R::LastUpdated,
-                R::Seq,
-            ]);
+            pointers.into_table(R::Table).columns(POINTER_COLUMNS);
             for ((resource_type, id, _), hash) in chunk.iter().zip(chunk_hashes) {
                 let seq = *seqs
                     .get(&(resource_type.clone(), id.clone()))
@@ -719,14 +728,7 @@ impl WriteTx {
         } else {
             let (sql, values) = Query::insert()
                 .into_table(V::Table)
-                .columns([
-                    V::ResourceType,
-                    V::Id,
-                    V::Version,
-                    V::Method,
-                    V::LastUpdated,
-                    V::Content,
-                ])
+                .columns(VERSION_COLUMNS)
                 .values_panic([
                     resource_type.into(),
                     id.into(),
@@ -744,17 +746,7 @@ impl WriteTx {
                 .try_get("seq")?;
             let (sql, values) = Query::insert()
                 .into_table(E::Table)
-                .columns([
-                    E::VersionSeq,
-                    E::ResourceType,
-                    E::Id,
-                    E::Version,
-                    E::Operation,
-                    E::ContentHash,
-                    E::Actor,
-                    E::RecordedAt,
-                    E::RequestId,
-                ])
+                .columns(ENTRY_COLUMNS)
                 .values_panic([
                     seq.into(),
                     resource_type.into(),
@@ -846,14 +838,7 @@ fn resources_row(
 ) -> sea_query::InsertStatement {
     Query::insert()
         .into_table(R::Table)
-        .columns([
-            R::ResourceType,
-            R::Id,
-            R::Version,
-            R::Deleted,
-            R::LastUpdated,
-            R::Seq,
-        ])
+        .columns(POINTER_COLUMNS)
         .values_panic([
             resource_type.into(),
             id.into(),
