@@ -12,13 +12,15 @@
 //! write leaves none. Entries are plain inserts: no lock beyond the row being written; the
 //! sealer orders them into blocks afterwards.
 
-use std::collections::HashMap;
-
-use sea_query::{Expr, LockType, OnConflict, Query, SqliteQueryBuilder};
+use sea_query::{Expr, LockType, OnConflict, Query};
 use sea_query_binder::SqlxBinder;
 use serde_json::{Map, Value};
 use sqlx::{Any, Row, Transaction};
 use time::OffsetDateTime;
+
+mod bulk;
+
+pub use bulk::NewResource;
 
 use super::schema::{
     ImportProgress as P, LedgerEntries as E, ResourceVersions as V, Resources as R,
@@ -49,23 +51,6 @@ const PG_APPEND_NEXT: &str = pg_append!(
     "UPDATE resources SET version = $3, deleted = $12, last_updated = $5, seq = v.seq FROM v \
      WHERE resources.resource_type = $1 AND resources.id = $2 RETURNING v.seq AS seq"
 );
-
-/// PostgreSQL: many new resources (version 1 each), their ledger entries and their
-/// current-version pointers in one statement, the rows given as one JSON array.
-const PG_CREATE_MANY: &str = "\
-WITH input AS (SELECT * FROM json_to_recordset($1::json) \
-    AS x(ord BIGINT, resource_type TEXT, id TEXT, content TEXT, content_hash TEXT)), \
-v AS (INSERT INTO resource_versions (resource_type, id, version, method, last_updated, content) \
-    SELECT resource_type, id, 1, $2, $3, content FROM input ORDER BY ord \
-    RETURNING seq, resource_type, id), \
-e AS (INSERT INTO ledger_entries (version_seq, resource_type, id, version, operation, \
-    content_hash, actor, recorded_at, request_id) \
-    SELECT v.seq, v.resource_type, v.id, 1, $4, input.content_hash, $5, $6, $7 \
-    FROM v JOIN input ON input.resource_type = v.resource_type AND input.id = v.id \
-    ORDER BY v.seq), \
-r AS (INSERT INTO resources (resource_type, id, version, deleted, last_updated, seq) \
-    SELECT resource_type, id, 1, 0, $3, seq FROM v) \
-SELECT seq, resource_type, id FROM v";
 
 /// The columns a version row is inserted with, in value order.
 const VERSION_COLUMNS: [V; 6] = [
@@ -99,17 +84,6 @@ const POINTER_COLUMNS: [R; 6] = [
     R::LastUpdated,
     R::Seq,
 ];
-
-/// A resource to create with an id assigned beforehand (see [`WriteTx::create_many`]).
-#[derive(Debug, Clone)]
-pub struct NewResource {
-    /// Its type.
-    pub resource_type: String,
-    /// Its new id.
-    pub id: String,
-    /// Its content, validated.
-    pub resource: Value,
-}
 
 /// How a new version becomes current.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -184,181 +158,6 @@ impl WriteTx {
     ) -> StoreResult<VersionRecord> {
         let id = uuid::Uuid::new_v4().to_string();
         self.create_as(resource_type, &id, resource).await
-    }
-
-    /// Creates many resources with ids assigned beforehand, as [`WriteTx::create_as`] would
-    /// one by one, in the order given. On PostgreSQL the versions, ledger entries and
-    /// pointers of all of them are one statement and their index rows another: a
-    /// transaction Bundle of 2,000 creates costs two round trips, not 4,000. On SQLite,
-    /// where every statement is a hand-over to the connection's thread, the versions are
-    /// multi-row inserts and the entries, pointers and index rows one batch of statements.
-    pub async fn create_many(
-        &mut self,
-        items: Vec<NewResource>,
-    ) -> StoreResult<Vec<VersionRecord>> {
-        if items.is_empty() {
-            return Ok(Vec::new());
-        }
-        let last_updated = next_last_updated(None)?;
-        let mut hashes = Vec::with_capacity(items.len());
-        let mut contents = Vec::with_capacity(items.len());
-        let mut index = super::index::IndexRows::default();
-        for item in items {
-            let stamped = stamp(
-                item.resource,
-                &item.resource_type,
-                &item.id,
-                1,
-                last_updated,
-            )?;
-            let hash = ledger::canonical::content_hash(&stamped).map_err(|e| {
-                StoreError::Corrupt(format!(
-                    "cannot hash {}/{}: {e}",
-                    item.resource_type, item.id
-                ))
-            })?;
-            let content =
-                serde_json::to_string(&stamped).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-            index.append(super::index::IndexRows::extract(
-                fhir::search::r4_search(),
-                &item.resource_type,
-                &item.id,
-                &stamped,
-            ));
-            hashes.push(hex::encode(hash));
-            contents.push((item.resource_type, item.id, content));
-        }
-        if self.backend != Backend::Postgres {
-            return self
-                .create_many_sqlite(last_updated, contents, &hashes, index)
-                .await;
-        }
-        // The input rows, serialized from borrowed fields rather than built as JSON maps.
-        #[derive(serde::Serialize)]
-        struct Input<'a> {
-            ord: usize,
-            resource_type: &'a str,
-            id: &'a str,
-            content: &'a str,
-            content_hash: &'a str,
-        }
-        let input: Vec<Input<'_>> = contents
-            .iter()
-            .zip(&hashes)
-            .enumerate()
-            .map(|(ord, ((resource_type, id, content), hash))| Input {
-                ord,
-                resource_type,
-                id,
-                content,
-                content_hash: hash,
-            })
-            .collect();
-        let input =
-            serde_json::to_string(&input).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        let returned = sqlx::query(PG_CREATE_MANY)
-            .bind(input)
-            .bind(WriteMethod::Create.as_str())
-            .bind(micros(last_updated))
-            .bind(super::ledger::operation_name(WriteMethod::Create))
-            .bind(self.context.actor.as_str())
-            .bind(fhir::primitives::format_instant(last_updated))
-            .bind(self.context.request_id.as_str())
-            .fetch_all(&mut *self.tx)
-            .await
-            .map_err(StoreError::from_sqlx)?;
-        let mut seqs = HashMap::with_capacity(returned.len());
-        for row in &returned {
-            let key: (String, String) = (row.try_get("resource_type")?, row.try_get("id")?);
-            seqs.insert(key, row.try_get::<i64, _>("seq")?);
-        }
-        super::index::replace(&mut self.tx, self.backend, "", "", Some(index), false).await?;
-        created(contents, &seqs, last_updated)
-    }
-
-    /// [`WriteTx::create_many`] on SQLite.
-    async fn create_many_sqlite(
-        &mut self,
-        last_updated: OffsetDateTime,
-        contents: Vec<(String, String, String)>,
-        hashes: &[String],
-        index: super::index::IndexRows,
-    ) -> StoreResult<Vec<VersionRecord>> {
-        // Rows per statement: well under SQLite's bound-parameter limit.
-        const ROWS: usize = 400;
-        let lu = micros(last_updated);
-        let mut seqs = HashMap::with_capacity(contents.len());
-        for chunk in contents.chunks(ROWS) {
-            let mut insert = Query::insert();
-            insert.into_table(V::Table).columns(VERSION_COLUMNS);
-            for (resource_type, id, content) in chunk {
-                insert.values_panic([
-                    resource_type.as_str().into(),
-                    id.as_str().into(),
-                    1i64.into(),
-                    WriteMethod::Create.as_str().into(),
-                    lu.into(),
-                    content.as_str().into(),
-                ]);
-            }
-            insert.returning(Query::returning().columns([V::Seq, V::ResourceType, V::Id]));
-            let (sql, values) = insert.build_any_sqlx(query_builder(self.backend));
-            let returned = sqlx::query_with(&sql, values)
-                .fetch_all(&mut *self.tx)
-                .await
-                .map_err(StoreError::from_sqlx)?;
-            for row in &returned {
-                let key: (String, String) = (row.try_get("resource_type")?, row.try_get("id")?);
-                seqs.insert(key, row.try_get::<i64, _>("seq")?);
-            }
-        }
-        // Entries and pointers: one batch of statements, values inlined and escaped by
-        // sea-query, in version order so entry order follows it.
-        let operation = super::ledger::operation_name(WriteMethod::Create);
-        let recorded_at = fhir::primitives::format_instant(last_updated);
-        let mut batch = String::new();
-        for (chunk, chunk_hashes) in contents.chunks(ROWS).zip(hashes.chunks(ROWS)) {
-            let mut entries = Query::insert();
-            entries.into_table(E::Table).columns(ENTRY_COLUMNS);
-            let mut pointers = Query::insert();
-            pointers.into_table(R::Table).columns(POINTER_COLUMNS);
-            for ((resource_type, id, _), hash) in chunk.iter().zip(chunk_hashes) {
-                let seq = *seqs
-                    .get(&(resource_type.clone(), id.clone()))
-                    .ok_or_else(|| {
-                        StoreError::Corrupt(format!("{resource_type}/{id} was not written"))
-                    })?;
-                entries.values_panic([
-                    seq.into(),
-                    resource_type.as_str().into(),
-                    id.as_str().into(),
-                    1i64.into(),
-                    operation.into(),
-                    hash.as_str().into(),
-                    self.context.actor.as_str().into(),
-                    recorded_at.as_str().into(),
-                    self.context.request_id.as_str().into(),
-                ]);
-                pointers.values_panic([
-                    resource_type.as_str().into(),
-                    id.as_str().into(),
-                    1i64.into(),
-                    0i64.into(),
-                    lu.into(),
-                    seq.into(),
-                ]);
-            }
-            for statement in [entries, pointers] {
-                batch.push_str(&statement.to_string(SqliteQueryBuilder));
-                batch.push_str(";\n");
-            }
-        }
-        sqlx::raw_sql(&batch)
-            .execute(&mut *self.tx)
-            .await
-            .map_err(StoreError::from_sqlx)?;
-        super::index::replace(&mut self.tx, self.backend, "", "", Some(index), false).await?;
-        created(contents, &seqs, last_updated)
     }
 
     /// Creates a resource with an id the caller assigned beforehand (a transaction Bundle
@@ -796,35 +595,6 @@ impl WriteTx {
         }
         Ok((record, stamped))
     }
-}
-
-/// The records of versions [`WriteTx::create_many`] wrote, with the sequence numbers the
-/// database assigned them.
-fn created(
-    contents: Vec<(String, String, String)>,
-    seqs: &HashMap<(String, String), i64>,
-    last_updated: OffsetDateTime,
-) -> StoreResult<Vec<VersionRecord>> {
-    contents
-        .into_iter()
-        .map(|(resource_type, id, content)| {
-            let seq = seqs
-                .get(&(resource_type.clone(), id.clone()))
-                .copied()
-                .ok_or_else(|| {
-                    StoreError::Corrupt(format!("{resource_type}/{id} was not written"))
-                })?;
-            Ok(VersionRecord {
-                seq,
-                resource_type,
-                id,
-                version: 1,
-                method: WriteMethod::Create,
-                last_updated,
-                content: Some(content),
-            })
-        })
-        .collect()
 }
 
 /// `INSERT INTO resources …` for one current-version pointer.
