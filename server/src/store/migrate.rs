@@ -48,6 +48,12 @@ const STEPS: &[Step] = &[
         include_str!("../../../migrations/sqlite/0006_resource_params.sql"),
         include_str!("../../../migrations/postgres/0006_resource_params.sql"),
     ),
+    (
+        7,
+        "version indexes",
+        include_str!("../../../migrations/sqlite/0007_version_indexes.sql"),
+        include_str!("../../../migrations/postgres/0007_version_indexes.sql"),
+    ),
 ];
 
 #[derive(Debug)]
