@@ -36,12 +36,14 @@ use tokio::sync::{mpsc, Notify};
 use crate::auth::{Principal, Refused};
 use crate::http::request_id::RequestId;
 use crate::http::AppState;
-use crate::store::{Store, VersionRecord, WriteContext};
+use crate::store::{NewResource, Store, VersionRecord, WriteContext};
 
 /// Events queued before a request has to wait for the writer.
 pub const CAPACITY: usize = 8192;
 /// Most events stored in one transaction.
 pub const BATCH: usize = 512;
+/// Longest an event waits for others to share its transaction.
+pub const LINGER: Duration = Duration::from_millis(20);
 /// Most transactions of AuditEvents in flight at once.
 pub const WRITERS: usize = 4;
 /// The ledger actor of the trail's own writes.
@@ -103,30 +105,47 @@ impl AuditTrail {
 impl AuditWriter {
     /// Stores queued events in batches until [`AuditTrail::shutdown`], then drains. Up to
     /// [`WRITERS`] batches are written at once (separate transactions), so the trail keeps
-    /// pace with reads on a database that takes concurrent writers.
+    /// pace with reads on a database that takes concurrent writers. A batch is written once
+    /// it is full or its first event has waited [`LINGER`]: a transaction costs the
+    /// database about as much as dozens of events, so a steady stream is stored in few.
     pub async fn run(mut self) {
         use futures_util::StreamExt;
+        use tokio::time::Instant;
         let mut in_flight = futures_util::stream::FuturesUnordered::new();
         let mut batch = Vec::with_capacity(BATCH);
+        let mut due: Option<Instant> = None;
         loop {
+            let free = in_flight.len() < WRITERS;
+            let room = BATCH.saturating_sub(batch.len());
+            if free && (batch.len() >= BATCH || due.is_some_and(|d| d <= Instant::now())) {
+                let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
+                due = None;
+                in_flight.push(store_batch(self.store.clone(), with_ids(full), false));
+                continue;
+            }
             tokio::select! {
                 biased;
                 () = self.stop.notified() => break,
                 Some(()) = in_flight.next(), if !in_flight.is_empty() => {}
-                n = self.rx.recv_many(&mut batch, BATCH), if in_flight.len() < WRITERS => {
+                () = tokio::time::sleep_until(due.unwrap_or_else(Instant::now)), if free && due.is_some() => {}
+                n = self.rx.recv_many(&mut batch, room), if room > 0 => {
                     if n == 0 {
                         break;
                     }
-                    let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
-                    in_flight.push(store_batch(self.store.clone(), full, false));
+                    due.get_or_insert_with(|| Instant::now() + LINGER);
                 }
             }
         }
         self.rx.close();
         while in_flight.next().await.is_some() {}
-        while self.rx.recv_many(&mut batch, BATCH).await > 0 {
-            let full = std::mem::take(&mut batch);
-            store_batch(self.store.clone(), full, true).await;
+        loop {
+            let room = BATCH.saturating_sub(batch.len());
+            self.rx.recv_many(&mut batch, room).await;
+            if batch.is_empty() {
+                break;
+            }
+            let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
+            store_batch(self.store.clone(), with_ids(full), true).await;
         }
         self.done.notify_one();
     }
@@ -136,11 +155,17 @@ impl AuditWriter {
 /// times while shutting down, when there is no one left to wait for the database). The
 /// first retries come quickly: at shutdown, pooled connections opened by the stopped HTTP
 /// workers fail at once and are discarded one by one, and a fresh connection succeeds.
-async fn store_batch(store: Store, batch: Vec<Value>, shutting_down: bool) {
+async fn store_batch(store: Store, mut batch: Vec<NewResource>, shutting_down: bool) {
     const QUICK: u32 = 64;
     let mut delay = Duration::from_millis(100);
     for attempt in 1u32.. {
-        match write(&store, &batch).await {
+        // A commit reported as failed may have been applied all the same (the connection
+        // broke after the database committed): the batch's ids tell, so a retry never
+        // stores an event twice.
+        if attempt > 1 && stored(&store, &batch).await {
+            break;
+        }
+        match write(&store, &mut batch).await {
             Ok(()) => break,
             Err(e) if shutting_down && attempt >= QUICK + 5 => {
                 tracing::error!(error = %e, lost = batch.len(), "AuditEvents could not be stored at shutdown");
@@ -159,7 +184,32 @@ async fn store_batch(store: Store, batch: Vec<Value>, shutting_down: bool) {
     }
 }
 
-async fn write(store: &Store, batch: &[Value]) -> Result<(), crate::store::StoreError> {
+/// `events` as resources to create, each with its id: assigned once, so a retry writes the
+/// same events. Version 7 UUIDs grow with time, so the trail's inserts land at the end of
+/// each id-keyed index instead of on random pages.
+fn with_ids(events: Vec<Value>) -> Vec<NewResource> {
+    events
+        .into_iter()
+        .map(|event| NewResource {
+            resource_type: "AuditEvent".to_owned(),
+            id: uuid::Uuid::now_v7().to_string(),
+            resource: event,
+        })
+        .collect()
+}
+
+/// Whether `batch`, written in one transaction, is stored (its first event is).
+async fn stored(store: &Store, batch: &[NewResource]) -> bool {
+    let Some(first) = batch.first() else {
+        return true;
+    };
+    matches!(
+        store.read_version(&first.resource_type, &first.id, 1).await,
+        Ok(Some(_))
+    )
+}
+
+async fn write(store: &Store, batch: &mut [NewResource]) -> Result<(), crate::store::StoreError> {
     let mut tx = store
         .begin(WriteContext {
             actor: ACTOR.to_owned(),
@@ -168,15 +218,7 @@ async fn write(store: &Store, batch: &[Value]) -> Result<(), crate::store::Store
         .await?;
     // One statement for the whole batch on PostgreSQL (versions, ledger entries, pointers)
     // and one for its index rows: the trail's cost is per batch, not per event.
-    let items = batch
-        .iter()
-        .map(|event| crate::store::NewResource {
-            resource_type: "AuditEvent".to_owned(),
-            id: uuid::Uuid::new_v4().to_string(),
-            resource: event.clone(),
-        })
-        .collect();
-    tx.create_many(items).await?;
+    tx.create_many(batch).await?;
     tx.commit().await
 }
 
@@ -533,6 +575,40 @@ mod tests {
             });
             fhir::validate::validate_resource(fhir::definitions::r4(), &e)
                 .unwrap_or_else(|err| panic!("{path}: {err:?}\n{e}"));
+        }
+    }
+
+    #[actix_web::test]
+    async fn a_batch_stored_despite_a_reported_failure_is_not_stored_twice() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(None, dir.path(), 2).await.unwrap();
+        store.migrate().await.unwrap();
+        let seen = |path| Seen {
+            method: &Method::GET,
+            path,
+            query: "",
+            address: None,
+            status: 200,
+            principal: None,
+            refused: false,
+            request_id: None,
+            touched: None,
+        };
+        let mut batch = with_ids(vec![
+            event(&seen("/fhir/Patient/p1")),
+            event(&seen("/fhir/Patient/p2")),
+        ]);
+        write(&store, &mut batch).await.unwrap();
+        // As after a commit the database applied but the connection reported as failed:
+        // the retry finds the batch stored (its first write fails on the existing ids).
+        store_batch(store.clone(), batch.clone(), false).await;
+        assert_eq!(store.ledger_pending().await.unwrap(), 2);
+        for item in &batch {
+            assert!(store
+                .read_version("AuditEvent", &item.id, 1)
+                .await
+                .unwrap()
+                .is_some());
         }
     }
 

@@ -84,10 +84,13 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
     );
     tracing::info!(public_key = %hex::encode(key.public_key()), "ledger signing key loaded");
     let seal_interval = Duration::from_millis(args.seal.seal_interval_ms);
+    // The sealer and the AuditEvent trail keep writing after the HTTP workers stop, so they
+    // use connections no worker opened.
+    let background = store.with_own_pool(crate::audit_trail::WRITERS as u32 + 1);
     let (stop_sealer, sealer_stopped) = tokio::sync::oneshot::channel::<()>();
     let sealer = actix_web::rt::spawn(
         crate::notary::sealer::Sealer {
-            store: store.clone(),
+            store: background.clone(),
             key,
             members,
             interval: seal_interval,
@@ -100,7 +103,7 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
     actix_web::rt::spawn(crate::telemetry::sample_store(store.clone()));
     let auth = crate::auth::Auth::from_args(&args.auth, &args.database.data_dir).await?;
     tracing::info!(mode = ?args.auth.auth_mode, issuer = auth.issuer(), "access tokens required");
-    let (audit, writer) = crate::audit_trail::AuditTrail::new(store.clone());
+    let (audit, writer) = crate::audit_trail::AuditTrail::new(background.clone());
     let writer = actix_web::rt::spawn(writer.run());
     if !args.audit {
         tracing::warn!("--audit false: no AuditEvents are recorded");
@@ -128,6 +131,7 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
     // The sealer finishes the seal under way before the pool closes under it.
     let _ = stop_sealer.send(());
     let _ = sealer.await;
+    background.close().await;
     store.close().await;
     tracing::info!("stopped");
     Ok(())

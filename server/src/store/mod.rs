@@ -184,6 +184,30 @@ pub struct Store {
     backend: Backend,
     read: AnyPool,
     write: AnyPool,
+    options: AnyConnectOptions,
+}
+
+/// The pool settings of `backend`, `max` connections at most.
+fn pool_options(backend: Backend, max: u32) -> AnyPoolOptions {
+    AnyPoolOptions::new()
+        .max_connections(max)
+        .min_connections(1)
+        .acquire_timeout(Duration::from_secs(30))
+        .after_connect(move |conn, _| {
+            Box::pin(async move {
+                if backend == Backend::Sqlite {
+                    // WAL lets readers run beside the writer; FULL makes every
+                    // acknowledged commit durable; the busy timeout covers other
+                    // processes (`fhir-notary import`) holding the write lock.
+                    conn.execute(
+                        "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
+                         PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON;",
+                    )
+                    .await?;
+                }
+                Ok(())
+            })
+        })
 }
 
 /// The SQLite file inside the data directory.
@@ -221,35 +245,15 @@ impl Store {
         };
         let options = AnyConnectOptions::from_str(&url)
             .map_err(|e| StoreError::Config(format!("invalid database URL: {e}")))?;
-        let pool = |max: u32| {
-            AnyPoolOptions::new()
-                .max_connections(max)
-                .min_connections(1)
-                .acquire_timeout(Duration::from_secs(30))
-                .after_connect(move |conn, _| {
-                    Box::pin(async move {
-                        if backend == Backend::Sqlite {
-                            // WAL lets readers run beside the writer; FULL makes every
-                            // acknowledged commit durable; the busy timeout covers other
-                            // processes (`fhir-notary import`) holding the write lock.
-                            conn.execute(
-                                "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
-                                 PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON;",
-                            )
-                            .await?;
-                        }
-                        Ok(())
-                    })
-                })
-        };
+        let pool = |max: u32| pool_options(backend, max);
         let (read, write) = match backend {
             Backend::Postgres => {
-                let p = pool(pool_size).connect_with(options).await?;
+                let p = pool(pool_size).connect_with(options.clone()).await?;
                 (p.clone(), p)
             }
             Backend::Sqlite => {
                 let write = pool(1).connect_with(options.clone()).await?;
-                let read = pool(pool_size).connect_with(options).await?;
+                let read = pool(pool_size).connect_with(options.clone()).await?;
                 (read, write)
             }
         };
@@ -257,7 +261,32 @@ impl Store {
             backend,
             read,
             write,
+            options,
         })
+    }
+
+    /// The same database through connections of its own (at most `max`) on PostgreSQL,
+    /// for background writers that outlive the HTTP workers (the AuditEvent trail, the
+    /// sealer). A PostgreSQL connection belongs to the runtime that opened it, and each
+    /// HTTP worker's runtime stops with the server, before the last AuditEvents are
+    /// stored: a commit on a connection a worker opened would fail, or worse, be applied
+    /// and reported as failed. SQLite connections run on threads of their own, and its
+    /// single writer is shared.
+    pub fn with_own_pool(&self, max: u32) -> Store {
+        match self.backend {
+            Backend::Sqlite => self.clone(),
+            Backend::Postgres => {
+                let pool = pool_options(self.backend, max)
+                    .min_connections(0)
+                    .connect_lazy_with(self.options.clone());
+                Store {
+                    backend: self.backend,
+                    read: pool.clone(),
+                    write: pool,
+                    options: self.options.clone(),
+                }
+            }
+        }
     }
 
     /// Applies the embedded migrations that have not run yet.

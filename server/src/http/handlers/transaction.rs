@@ -496,9 +496,9 @@ impl Run<'_> {
         let Some(&(first, _)) = pending.first() else {
             return Ok(());
         };
-        let (indexes, items): (Vec<usize>, Vec<NewResource>) = pending.drain(..).unzip();
+        let (indexes, mut items): (Vec<usize>, Vec<NewResource>) = pending.drain(..).unzip();
         let records = tx
-            .create_many(items)
+            .create_many(&mut items)
             .await
             .map_err(|e| ApiError::from(e).in_entry(first))?;
         for (i, record) in indexes.into_iter().zip(records) {
