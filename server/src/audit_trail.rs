@@ -36,7 +36,7 @@ use tokio::sync::{mpsc, Notify};
 use crate::auth::{Principal, Refused};
 use crate::http::request_id::RequestId;
 use crate::http::AppState;
-use crate::store::{NewResource, Store, VersionRecord, WriteContext};
+use crate::store::{NewResource, PreparedCreates, Store, StoreError, VersionRecord, WriteContext};
 
 /// Events queued before a request has to wait for the writer.
 pub const CAPACITY: usize = 8192;
@@ -157,6 +157,26 @@ impl AuditWriter {
 /// workers fail at once and are discarded one by one, and a fresh connection succeeds.
 async fn store_batch(store: Store, mut batch: Vec<NewResource>, shutting_down: bool) {
     const QUICK: u32 = 64;
+    // Prepared before the transaction, once: SQLite's write lock is held only for the
+    // statements, and retries do not redo the work. Preparing a batch takes milliseconds
+    // of CPU, done on a blocking thread: on the trail's own thread it would keep the
+    // statements of the batches in flight waiting.
+    let lost = batch.len();
+    let prepared = tokio::task::spawn_blocking(move || {
+        PreparedCreates::new(&mut batch).map(|prepared| (batch, prepared))
+    })
+    .await;
+    let (batch, prepared) = match prepared {
+        Ok(Ok(done)) => done,
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, lost, "AuditEvents could not be prepared");
+            return;
+        }
+        Err(e) => {
+            tracing::error!(error = %e, lost, "preparing AuditEvents failed");
+            return;
+        }
+    };
     let mut delay = Duration::from_millis(100);
     for attempt in 1u32.. {
         // A commit reported as failed may have been applied all the same (the connection
@@ -165,7 +185,7 @@ async fn store_batch(store: Store, mut batch: Vec<NewResource>, shutting_down: b
         if attempt > 1 && stored(&store, &batch).await {
             break;
         }
-        match write(&store, &mut batch).await {
+        match write(&store, &prepared).await {
             Ok(()) => break,
             Err(e) if shutting_down && attempt >= QUICK + 5 => {
                 tracing::error!(error = %e, lost = batch.len(), "AuditEvents could not be stored at shutdown");
@@ -209,7 +229,7 @@ async fn stored(store: &Store, batch: &[NewResource]) -> bool {
     )
 }
 
-async fn write(store: &Store, batch: &mut [NewResource]) -> Result<(), crate::store::StoreError> {
+async fn write(store: &Store, prepared: &PreparedCreates) -> Result<(), StoreError> {
     let mut tx = store
         .begin(WriteContext {
             actor: ACTOR.to_owned(),
@@ -218,7 +238,7 @@ async fn write(store: &Store, batch: &mut [NewResource]) -> Result<(), crate::st
         .await?;
     // One statement for the whole batch on PostgreSQL (versions, ledger entries, pointers)
     // and one for its index rows: the trail's cost is per batch, not per event.
-    tx.create_many(batch).await?;
+    tx.create_prepared(prepared).await?;
     tx.commit().await
 }
 
@@ -598,7 +618,9 @@ mod tests {
             event(&seen("/fhir/Patient/p1")),
             event(&seen("/fhir/Patient/p2")),
         ]);
-        write(&store, &mut batch).await.unwrap();
+        write(&store, &PreparedCreates::new(&mut batch).unwrap())
+            .await
+            .unwrap();
         // As after a commit the database applied but the connection reported as failed:
         // the retry finds the batch stored (its first write fails on the existing ids).
         store_batch(store.clone(), batch.clone(), false).await;

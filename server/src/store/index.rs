@@ -318,7 +318,7 @@ pub(crate) async fn replace(
     backend: Backend,
     resource_type: &str,
     id: &str,
-    rows: Option<IndexRows>,
+    rows: Option<&IndexRows>,
     had_rows: bool,
 ) -> StoreResult<()> {
     if backend != Backend::Postgres {
@@ -337,12 +337,8 @@ pub(crate) async fn replace(
                 batch.push_str(";\n");
             }
         }
-        for (table, table_rows) in rows
-            .map(|r| r.rows)
-            .unwrap_or_default()
-            .into_iter()
-            .enumerate()
-        {
+        let none = IndexRows::default();
+        for (table, table_rows) in rows.unwrap_or(&none).rows.iter().enumerate() {
             for chunk in table_rows.chunks(CHUNK) {
                 let mut insert = Query::insert();
                 insert
@@ -363,7 +359,8 @@ pub(crate) async fn replace(
         }
         return Ok(());
     }
-    let rows = rows.unwrap_or_default();
+    let none = IndexRows::default();
+    let rows = rows.unwrap_or(&none);
     let mut query = sqlx::query(PG_REPLACE.as_str())
         .bind(resource_type)
         .bind(id)
@@ -464,7 +461,7 @@ impl super::Store {
                 self.backend,
                 &resource_type,
                 &id,
-                Some(index_rows),
+                Some(&index_rows),
                 true,
             )
             .await?;

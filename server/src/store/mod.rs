@@ -32,7 +32,7 @@ use time::OffsetDateTime;
 
 pub use error::{StoreError, StoreResult};
 pub use index::ReindexBatch;
-pub use write::{DeleteOutcome, NewResource, WriteContext, WriteTx};
+pub use write::{DeleteOutcome, NewResource, PreparedCreates, WriteContext, WriteTx};
 
 use schema::{ResourceVersions as V, Resources as R};
 

@@ -49,23 +49,24 @@ pub struct NewResource {
     pub resource: Value,
 }
 
-impl WriteTx {
-    /// Creates many resources with ids assigned beforehand, as [`WriteTx::create_as`] would
-    /// one by one, in the order given. On PostgreSQL the versions, ledger entries and
-    /// pointers of all of them are one statement and their index rows another: a
-    /// transaction Bundle of 2,000 creates costs two round trips, not 4,000. On SQLite,
-    /// where every statement is a hand-over to the connection's thread, the versions are
-    /// multi-row inserts and the entries, pointers and index rows one batch of statements.
-    ///
-    /// Each item's content is stamped in place (id and `meta`), so a caller that has to try
-    /// again after a failed transaction passes the same items without having copied them.
-    pub async fn create_many(
-        &mut self,
-        items: &mut [NewResource],
-    ) -> StoreResult<Vec<VersionRecord>> {
-        if items.is_empty() {
-            return Ok(Vec::new());
-        }
+/// New resources ready to be written by [`WriteTx::create_prepared`]: stamped, hashed,
+/// serialized and indexed. Preparing is all of a bulk creation's CPU work; done before the
+/// transaction begins, it does not hold SQLite's single write lock, and a write that has
+/// to be tried again does not repeat it.
+#[derive(Debug)]
+pub struct PreparedCreates {
+    last_updated: OffsetDateTime,
+    /// `(type, id, content)` of each resource, in order.
+    contents: Vec<(String, String, String)>,
+    /// Their content hashes, hex.
+    hashes: Vec<String>,
+    index: crate::store::index::IndexRows,
+}
+
+impl PreparedCreates {
+    /// Stamps `items` in place (id, `meta.versionId` 1, `meta.lastUpdated` now) and
+    /// prepares them.
+    pub fn new(items: &mut [NewResource]) -> StoreResult<PreparedCreates> {
         let last_updated = next_last_updated(None)?;
         let mut hashes = Vec::with_capacity(items.len());
         let mut contents = Vec::with_capacity(items.len());
@@ -91,12 +92,67 @@ impl WriteTx {
             hashes.push(hex::encode(hash));
             contents.push((item.resource_type.clone(), item.id.clone(), content));
         }
+        Ok(PreparedCreates {
+            last_updated,
+            contents,
+            hashes,
+            index,
+        })
+    }
+
+    /// Number of resources.
+    pub fn len(&self) -> usize {
+        self.contents.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.contents.is_empty()
+    }
+}
+
+impl WriteTx {
+    /// Creates many resources with ids assigned beforehand, as [`WriteTx::create_as`] would
+    /// one by one, in the order given: [`PreparedCreates::new`] then
+    /// [`WriteTx::create_prepared`].
+    pub async fn create_many(
+        &mut self,
+        items: &mut [NewResource],
+    ) -> StoreResult<Vec<VersionRecord>> {
+        if items.is_empty() {
+            return Ok(Vec::new());
+        }
+        let prepared = PreparedCreates::new(items)?;
+        let seqs = self.create_prepared(&prepared).await?;
+        created(prepared.contents, &seqs, prepared.last_updated)
+    }
+
+    /// Writes prepared new resources, returning each one's version sequence number by
+    /// `(type, id)`. On PostgreSQL the versions, ledger entries and pointers of all of them
+    /// are one statement and their index rows another: a transaction Bundle of 2,000
+    /// creates costs two round trips, not 4,000. On SQLite, where every statement is a
+    /// hand-over to the connection's thread, the versions are multi-row inserts and the
+    /// entries, pointers and index rows one batch of statements.
+    pub async fn create_prepared(
+        &mut self,
+        prepared: &PreparedCreates,
+    ) -> StoreResult<HashMap<(String, String), i64>> {
+        if prepared.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let PreparedCreates {
+            last_updated,
+            contents,
+            hashes,
+            index,
+        } = prepared;
+        let last_updated = *last_updated;
         if self.backend != Backend::Postgres {
             return self
-                .create_many_sqlite(last_updated, contents, &hashes, index)
+                .create_many_sqlite(last_updated, contents, hashes, index)
                 .await;
         }
-        let (input, blob) = pg_input(&contents, &hashes)?;
+        let (input, blob) = pg_input(contents, hashes)?;
         let returned = sqlx::query(PG_CREATE_MANY)
             .bind(input)
             .bind(WriteMethod::Create.as_str())
@@ -116,17 +172,17 @@ impl WriteTx {
         }
         crate::store::index::replace(&mut self.tx, self.backend, "", "", Some(index), false)
             .await?;
-        created(contents, &seqs, last_updated)
+        Ok(seqs)
     }
 
     /// [`WriteTx::create_many`] on SQLite.
     async fn create_many_sqlite(
         &mut self,
         last_updated: OffsetDateTime,
-        contents: Vec<(String, String, String)>,
+        contents: &[(String, String, String)],
         hashes: &[String],
-        index: crate::store::index::IndexRows,
-    ) -> StoreResult<Vec<VersionRecord>> {
+        index: &crate::store::index::IndexRows,
+    ) -> StoreResult<HashMap<(String, String), i64>> {
         // Rows per statement: well under SQLite's bound-parameter limit.
         const ROWS: usize = 400;
         let lu = micros(last_updated);
@@ -202,7 +258,7 @@ impl WriteTx {
             .map_err(StoreError::from_sqlx)?;
         crate::store::index::replace(&mut self.tx, self.backend, "", "", Some(index), false)
             .await?;
-        created(contents, &seqs, last_updated)
+        Ok(seqs)
     }
 }
 

@@ -20,7 +20,7 @@ use time::OffsetDateTime;
 
 mod bulk;
 
-pub use bulk::NewResource;
+pub use bulk::{NewResource, PreparedCreates};
 
 use super::schema::{
     ImportProgress as P, LedgerEntries as E, ResourceVersions as V, Resources as R,
@@ -381,7 +381,7 @@ impl WriteTx {
             self.backend,
             resource_type,
             id,
-            rows,
+            rows.as_ref(),
             had_rows,
         )
         .await
