@@ -45,7 +45,7 @@ pub const BATCH: usize = 512;
 /// Longest an event waits for others to share its transaction.
 pub const LINGER: Duration = Duration::from_millis(20);
 /// Most transactions of AuditEvents in flight at once.
-pub const WRITERS: usize = 4;
+pub const WRITERS: usize = 2;
 /// The ledger actor of the trail's own writes.
 pub const ACTOR: &str = "fhir-notary/audit";
 
