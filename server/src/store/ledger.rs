@@ -274,8 +274,12 @@ impl Store {
     /// creating the genesis block (listing `members`, which must include `key`) first when
     /// the ledger is empty. Returns the new block's header, or `None` when nothing waited.
     ///
-    /// Callers make sure one sealer runs at a time; the block height's primary key and the
-    /// `block_height IS NULL` guard make a second one fail rather than fork or double-seal.
+    /// The entries are read and the block built and signed before the write transaction
+    /// begins, so SQLite's single write lock is held only to store the block and mark its
+    /// entries. Callers make sure one sealer runs at a time; inside the transaction the
+    /// head must still be the block this one links to, and the block height's primary key
+    /// and the `block_height IS NULL` guard make a second sealer fail rather than fork or
+    /// double-seal.
     pub async fn seal_block(
         &self,
         key: &NodeKey,
@@ -283,31 +287,24 @@ impl Store {
         max_entries: u64,
         sealed_at: String,
     ) -> StoreResult<Option<BlockHeader>> {
-        let mut tx = self.begin_raw().await?;
-        let (sql, values) = select_blocks()
-            .order_by(B::Height, Order::Desc)
-            .limit(1)
-            .build_any_sqlx(self.builder());
-        let head = sqlx::query_with(&sql, values)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(StoreError::from_sqlx)?;
-        let mut head = head
-            .as_ref()
-            .map(block_from_row)
-            .transpose()?
-            .map(|b| b.header);
         let mut sealed = None;
-        if head.is_none() {
-            let (genesis, signature) =
-                ledger::block::genesis(key, members.to_vec(), sealed_at.clone());
-            self.insert_block(&mut tx, &genesis, &signature, &[])
-                .await?;
-            head = Some(genesis.clone());
-            sealed = Some(genesis);
-        }
-        let Some(prev) = head else {
-            return Err(StoreError::Corrupt("no head block after genesis".into()));
+        let prev = match self.ledger_head().await? {
+            Some(head) => head.header,
+            None => {
+                let mut tx = self.begin_raw().await?;
+                if self.head_in(&mut tx).await?.is_some() {
+                    return Err(StoreError::Conflict(
+                        "another sealer created the genesis block".into(),
+                    ));
+                }
+                let (genesis, signature) =
+                    ledger::block::genesis(key, members.to_vec(), sealed_at.clone());
+                self.insert_block(&mut tx, &genesis, &signature, &[])
+                    .await?;
+                tx.commit().await.map_err(StoreError::from_sqlx)?;
+                sealed = Some(genesis.clone());
+                genesis
+            }
         };
 
         let (sql, values) = entry_columns(&mut Query::select())
@@ -316,60 +313,80 @@ impl Store {
             .order_by(E::EntrySeq, Order::Asc)
             .limit(max_entries)
             .build_any_sqlx(self.builder());
-        let rows = sqlx::query_with(&sql, values)
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(StoreError::from_sqlx)?;
+        let rows = sqlx::query_with(&sql, values).fetch_all(&self.read).await?;
         // Only a poll that finds entries is worth a span: the sealer polls every interval.
-        let span = if rows.is_empty() {
-            tracing::Span::none()
-        } else {
-            tracing::info_span!(
-                "ledger.seal",
-                otel.kind = "internal",
-                ledger.entries = rows.len(),
-                ledger.height = tracing::field::Empty,
-            )
-        };
+        if rows.is_empty() {
+            return Ok(sealed);
+        }
+        let span = tracing::info_span!(
+            "ledger.seal",
+            otel.kind = "internal",
+            ledger.entries = rows.len(),
+            ledger.height = tracing::field::Empty,
+        );
         async {
-            if !rows.is_empty() {
-                let stored = rows
-                    .iter()
-                    .map(|r| entry_from_row(r, ""))
-                    .collect::<StoreResult<Vec<_>>>()?;
-                let entries: Vec<Entry> = stored.iter().map(|s| s.entry.clone()).collect();
-                let leaves: Vec<Hash> = entries.iter().map(Entry::leaf_hash).collect();
-                let (header, signature) = ledger::block::seal(key, &prev, &entries, sealed_at);
-                self.insert_block(&mut tx, &header, &signature, &leaves)
-                    .await?;
-                let height = i64::try_from(header.height).unwrap_or(i64::MAX);
-                let mut marked = 0;
-                for chunk in stored.chunks(500) {
-                    let (sql, values) = Query::update()
-                        .table(E::Table)
-                        .value(E::BlockHeight, height)
-                        .and_where(Expr::col(E::EntrySeq).is_in(chunk.iter().map(|s| s.entry_seq)))
-                        .and_where(Expr::col(E::BlockHeight).is_null())
-                        .build_any_sqlx(self.builder());
-                    marked += sqlx::query_with(&sql, values)
-                        .execute(&mut *tx)
-                        .await
-                        .map_err(StoreError::from_sqlx)?
-                        .rows_affected();
-                }
-                if marked != stored.len() as u64 {
-                    return Err(StoreError::Conflict(
-                        "another sealer sealed some of these entries".into(),
-                    ));
-                }
-                tracing::Span::current().record("ledger.height", header.height);
-                sealed = Some(header);
+            let stored = rows
+                .iter()
+                .map(|r| entry_from_row(r, ""))
+                .collect::<StoreResult<Vec<_>>>()?;
+            let entries: Vec<Entry> = stored.iter().map(|s| s.entry.clone()).collect();
+            let leaves: Vec<Hash> = entries.iter().map(Entry::leaf_hash).collect();
+            let (header, signature) = ledger::block::seal(key, &prev, &entries, sealed_at);
+
+            let mut tx = self.begin_raw().await?;
+            if self.head_in(&mut tx).await?.map(|h| h.hash()) != Some(prev.hash()) {
+                return Err(StoreError::Conflict(
+                    "another sealer sealed a block meanwhile".into(),
+                ));
+            }
+            self.insert_block(&mut tx, &header, &signature, &leaves)
+                .await?;
+            let height = i64::try_from(header.height).unwrap_or(i64::MAX);
+            let mut marked = 0;
+            for chunk in stored.chunks(500) {
+                let (sql, values) = Query::update()
+                    .table(E::Table)
+                    .value(E::BlockHeight, height)
+                    .and_where(Expr::col(E::EntrySeq).is_in(chunk.iter().map(|s| s.entry_seq)))
+                    .and_where(Expr::col(E::BlockHeight).is_null())
+                    .build_any_sqlx(self.builder());
+                marked += sqlx::query_with(&sql, values)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(StoreError::from_sqlx)?
+                    .rows_affected();
+            }
+            if marked != stored.len() as u64 {
+                return Err(StoreError::Conflict(
+                    "another sealer sealed some of these entries".into(),
+                ));
             }
             tx.commit().await.map_err(StoreError::from_sqlx)?;
-            Ok(sealed)
+            tracing::Span::current().record("ledger.height", header.height);
+            Ok(Some(header))
         }
         .instrument(span)
         .await
+    }
+
+    /// The newest block's header, read inside `tx`.
+    async fn head_in(
+        &self,
+        tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    ) -> StoreResult<Option<BlockHeader>> {
+        let (sql, values) = select_blocks()
+            .order_by(B::Height, Order::Desc)
+            .limit(1)
+            .build_any_sqlx(self.builder());
+        let row = sqlx::query_with(&sql, values)
+            .fetch_optional(&mut **tx)
+            .await
+            .map_err(StoreError::from_sqlx)?;
+        Ok(row
+            .as_ref()
+            .map(block_from_row)
+            .transpose()?
+            .map(|b| b.header))
     }
 
     async fn insert_block(
