@@ -162,8 +162,9 @@ async fn store_batch(store: Store, mut batch: Vec<NewResource>, shutting_down: b
     // of CPU, done on a blocking thread: on the trail's own thread it would keep the
     // statements of the batches in flight waiting.
     let lost = batch.len();
+    let backend = store.backend();
     let prepared = tokio::task::spawn_blocking(move || {
-        PreparedCreates::new(&mut batch).map(|prepared| (batch, prepared))
+        PreparedCreates::new(backend, &mut batch).map(|prepared| (batch, prepared))
     })
     .await;
     let (batch, prepared) = match prepared {
@@ -618,9 +619,12 @@ mod tests {
             event(&seen("/fhir/Patient/p1")),
             event(&seen("/fhir/Patient/p2")),
         ]);
-        write(&store, &PreparedCreates::new(&mut batch).unwrap())
-            .await
-            .unwrap();
+        write(
+            &store,
+            &PreparedCreates::new(store.backend(), &mut batch).unwrap(),
+        )
+        .await
+        .unwrap();
         // As after a commit the database applied but the connection reported as failed:
         // the retry finds the batch stored (its first write fails on the existing ids).
         store_batch(store.clone(), batch.clone(), false).await;

@@ -311,34 +311,33 @@ static PG_REPLACE: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     format!("WITH {} SELECT 1", ctes.join(", "))
 });
 
-/// Replaces the index rows of `resource_type/id` with `rows` (clearing first when
-/// `had_rows`).
-pub(crate) async fn replace(
-    tx: &mut Transaction<'static, Any>,
-    backend: Backend,
-    resource_type: &str,
-    id: &str,
-    rows: Option<&IndexRows>,
-    had_rows: bool,
-) -> StoreResult<()> {
-    if backend != Backend::Postgres {
-        // SQLite runs each statement on its connection's worker thread: one batch of
-        // statements (values inlined, quoted and escaped by sea-query) is one hand-over
-        // instead of up to fourteen.
-        let mut batch = String::new();
-        if had_rows {
-            for table in TABLES {
-                let delete = Query::delete()
-                    .from_table(Alias::new(table))
-                    .and_where(Expr::col(S::ResourceType).eq(resource_type))
-                    .and_where(Expr::col(S::Id).eq(id))
-                    .to_string(SqliteQueryBuilder);
-                batch.push_str(&delete);
-                batch.push_str(";\n");
-            }
+/// Index rows as one backend inserts them, built before the statement runs (for a bulk
+/// creation, before its transaction begins: on SQLite, rendering the SQL of a batch of
+/// AuditEvents took longer than SQLite took to run it, all while holding the write lock).
+#[derive(Debug)]
+pub(crate) enum Rendered {
+    /// SQLite: `INSERT` statements with the values inlined, quoted and escaped by
+    /// sea-query, run as one batch (one hand-over to the connection's thread instead of
+    /// one per statement).
+    Sqlite(String),
+    /// PostgreSQL: each table's rows as one JSON array, the input of [`PG_REPLACE`].
+    Postgres(Vec<String>),
+}
+
+impl IndexRows {
+    /// These rows, rendered for `backend`.
+    pub(crate) fn render(&self, backend: Backend) -> StoreResult<Rendered> {
+        if backend == Backend::Postgres {
+            return self
+                .rows
+                .iter()
+                .enumerate()
+                .map(|(table, rows)| json_objects(&COLUMN_NAMES[table], rows))
+                .collect::<StoreResult<Vec<_>>>()
+                .map(Rendered::Postgres);
         }
-        let none = IndexRows::default();
-        for (table, table_rows) in rows.unwrap_or(&none).rows.iter().enumerate() {
+        let mut batch = String::new();
+        for (table, table_rows) in self.rows.iter().enumerate() {
             for chunk in table_rows.chunks(CHUNK) {
                 let mut insert = Query::insert();
                 insert
@@ -351,27 +350,68 @@ pub(crate) async fn replace(
                 batch.push_str(";\n");
             }
         }
-        if !batch.is_empty() {
-            sqlx::raw_sql(&batch)
+        Ok(Rendered::Sqlite(batch))
+    }
+}
+
+/// Replaces the index rows of `resource_type/id` with `rows` (clearing first when
+/// `had_rows`).
+pub(crate) async fn replace(
+    tx: &mut Transaction<'static, Any>,
+    backend: Backend,
+    resource_type: &str,
+    id: &str,
+    rows: Option<&IndexRows>,
+    had_rows: bool,
+) -> StoreResult<()> {
+    let rendered = rows.unwrap_or(&IndexRows::default()).render(backend)?;
+    write_rendered(tx, resource_type, id, &rendered, had_rows).await
+}
+
+/// Writes rendered index rows, first clearing those of `resource_type/id` when `had_rows`.
+pub(crate) async fn write_rendered(
+    tx: &mut Transaction<'static, Any>,
+    resource_type: &str,
+    id: &str,
+    rendered: &Rendered,
+    had_rows: bool,
+) -> StoreResult<()> {
+    match rendered {
+        Rendered::Sqlite(inserts) => {
+            let mut batch = String::new();
+            if had_rows {
+                for table in TABLES {
+                    let delete = Query::delete()
+                        .from_table(Alias::new(table))
+                        .and_where(Expr::col(S::ResourceType).eq(resource_type))
+                        .and_where(Expr::col(S::Id).eq(id))
+                        .to_string(SqliteQueryBuilder);
+                    batch.push_str(&delete);
+                    batch.push_str(";\n");
+                }
+            }
+            batch.push_str(inserts);
+            if !batch.is_empty() {
+                sqlx::raw_sql(&batch)
+                    .execute(&mut **tx)
+                    .await
+                    .map_err(StoreError::from_sqlx)?;
+            }
+        }
+        Rendered::Postgres(tables) => {
+            let mut query = sqlx::query(PG_REPLACE.as_str())
+                .bind(resource_type)
+                .bind(id)
+                .bind(had_rows);
+            for table in tables {
+                query = query.bind(table.as_str());
+            }
+            query
                 .execute(&mut **tx)
                 .await
                 .map_err(StoreError::from_sqlx)?;
         }
-        return Ok(());
     }
-    let none = IndexRows::default();
-    let rows = rows.unwrap_or(&none);
-    let mut query = sqlx::query(PG_REPLACE.as_str())
-        .bind(resource_type)
-        .bind(id)
-        .bind(had_rows);
-    for (table, table_rows) in rows.rows.iter().enumerate() {
-        query = query.bind(json_objects(&COLUMN_NAMES[table], table_rows)?);
-    }
-    query
-        .execute(&mut **tx)
-        .await
-        .map_err(StoreError::from_sqlx)?;
     Ok(())
 }
 

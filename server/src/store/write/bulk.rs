@@ -10,6 +10,8 @@ use serde_json::Value;
 use sqlx::Row;
 use time::OffsetDateTime;
 
+use crate::store::index::Rendered;
+
 use super::{next_last_updated, stamp, WriteTx, ENTRY_COLUMNS, POINTER_COLUMNS, VERSION_COLUMNS};
 use crate::store::schema::{LedgerEntries as E, ResourceVersions as V, Resources as R};
 use crate::store::{
@@ -60,13 +62,14 @@ pub struct PreparedCreates {
     contents: Vec<(String, String, String)>,
     /// Their content hashes, hex.
     hashes: Vec<String>,
-    index: crate::store::index::IndexRows,
+    /// Their index rows, rendered for the backend.
+    index: Rendered,
 }
 
 impl PreparedCreates {
     /// Stamps `items` in place (id, `meta.versionId` 1, `meta.lastUpdated` now) and
-    /// prepares them.
-    pub fn new(items: &mut [NewResource]) -> StoreResult<PreparedCreates> {
+    /// prepares them for `backend`.
+    pub fn new(backend: Backend, items: &mut [NewResource]) -> StoreResult<PreparedCreates> {
         let last_updated = next_last_updated(None)?;
         let mut hashes = Vec::with_capacity(items.len());
         let mut contents = Vec::with_capacity(items.len());
@@ -96,7 +99,7 @@ impl PreparedCreates {
             last_updated,
             contents,
             hashes,
-            index,
+            index: index.render(backend)?,
         })
     }
 
@@ -122,7 +125,7 @@ impl WriteTx {
         if items.is_empty() {
             return Ok(Vec::new());
         }
-        let prepared = PreparedCreates::new(items)?;
+        let prepared = PreparedCreates::new(self.backend, items)?;
         let seqs = self.create_prepared(&prepared).await?;
         created(prepared.contents, &seqs, prepared.last_updated)
     }
@@ -147,6 +150,12 @@ impl WriteTx {
             index,
         } = prepared;
         let last_updated = *last_updated;
+        let sqlite = matches!(index, Rendered::Sqlite(_));
+        if sqlite != (self.backend == Backend::Sqlite) {
+            return Err(StoreError::Corrupt(
+                "creates prepared for another backend".into(),
+            ));
+        }
         if self.backend != Backend::Postgres {
             return self
                 .create_many_sqlite(last_updated, contents, hashes, index)
@@ -170,8 +179,7 @@ impl WriteTx {
             let key: (String, String) = (row.try_get("resource_type")?, row.try_get("id")?);
             seqs.insert(key, row.try_get::<i64, _>("seq")?);
         }
-        crate::store::index::replace(&mut self.tx, self.backend, "", "", Some(index), false)
-            .await?;
+        crate::store::index::write_rendered(&mut self.tx, "", "", index, false).await?;
         Ok(seqs)
     }
 
@@ -181,7 +189,7 @@ impl WriteTx {
         last_updated: OffsetDateTime,
         contents: &[(String, String, String)],
         hashes: &[String],
-        index: &crate::store::index::IndexRows,
+        index: &Rendered,
     ) -> StoreResult<HashMap<(String, String), i64>> {
         // Rows per statement: well under SQLite's bound-parameter limit.
         const ROWS: usize = 400;
@@ -256,8 +264,7 @@ impl WriteTx {
             .execute(&mut *self.tx)
             .await
             .map_err(StoreError::from_sqlx)?;
-        crate::store::index::replace(&mut self.tx, self.backend, "", "", Some(index), false)
-            .await?;
+        crate::store::index::write_rendered(&mut self.tx, "", "", index, false).await?;
         Ok(seqs)
     }
 }
