@@ -153,8 +153,8 @@ impl AuditWriter {
 
 /// Writes `batch` in one transaction, retrying until it is stored (a bounded number of
 /// times while shutting down, when there is no one left to wait for the database). The
-/// first retries come quickly: at shutdown, pooled connections opened by the stopped HTTP
-/// workers fail at once and are discarded one by one, and a fresh connection succeeds.
+/// first retries come quickly: a broken pooled connection fails at once and is discarded,
+/// and the next attempt takes another.
 async fn store_batch(store: Store, mut batch: Vec<NewResource>, shutting_down: bool) {
     const QUICK: u32 = 64;
     // Prepared before the transaction, once: SQLite's write lock is held only for the
