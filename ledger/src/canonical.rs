@@ -66,7 +66,7 @@ fn write_value(value: &Value, out: &mut String) -> Result<(), Error> {
             let mut members: Vec<(&String, &Value)> = map.iter().collect();
             // UTF-16 order differs from UTF-8/code point order above U+FFFF (surrogates
             // D800–DFFF sort before U+E000–U+FFFF), and RFC 8785 follows ECMAScript.
-            members.sort_by(|a, b| a.0.encode_utf16().cmp(b.0.encode_utf16()));
+            members.sort_by(|a, b| utf16_order(a.0, b.0));
             out.push('{');
             for (i, (name, item)) in members.into_iter().enumerate() {
                 if i > 0 {
@@ -102,21 +102,41 @@ fn write_number(number: &Number, out: &mut String) -> Result<(), Error> {
     Ok(())
 }
 
+/// Orders names by their UTF-16 code units. Below U+E000 UTF-8 byte order is the same
+/// order, and names (FHIR's are ASCII) almost never reach it: only then are code units
+/// compared.
+fn utf16_order(a: &str, b: &str) -> std::cmp::Ordering {
+    // Lead bytes of U+E000 and above: 0xEE, 0xEF (three bytes) and 0xF0.. (four).
+    let high = |s: &str| s.bytes().any(|b| b >= 0xEE);
+    if high(a) || high(b) {
+        a.encode_utf16().cmp(b.encode_utf16())
+    } else {
+        a.as_bytes().cmp(b.as_bytes())
+    }
+}
+
 fn write_string(s: &str, out: &mut String) {
     out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\u{08}' => out.push_str("\\b"),
-            '\t' => out.push_str("\\t"),
-            '\n' => out.push_str("\\n"),
-            '\u{0c}' => out.push_str("\\f"),
-            '\r' => out.push_str("\\r"),
-            c if c < ' ' => out.push_str(&format!("\\u{:04x}", c as u32)),
-            c => out.push(c),
+    // Runs of characters that need no escape are copied whole.
+    let mut run = 0;
+    for (i, b) in s.bytes().enumerate() {
+        if b >= 0x20 && b != b'"' && b != b'\\' {
+            continue;
         }
+        out.push_str(&s[run..i]);
+        match b {
+            b'"' => out.push_str("\\\""),
+            b'\\' => out.push_str("\\\\"),
+            0x08 => out.push_str("\\b"),
+            b'\t' => out.push_str("\\t"),
+            b'\n' => out.push_str("\\n"),
+            0x0c => out.push_str("\\f"),
+            b'\r' => out.push_str("\\r"),
+            _ => out.push_str(&format!("\\u{b:04x}")),
+        }
+        run = i + 1;
     }
+    out.push_str(&s[run..]);
     out.push('"');
 }
 
@@ -139,6 +159,44 @@ mod tests {
             canon(input),
             r#"{"literals":[null,true,false],"numbers":[333333333.3333333,1e+30,4.5,0.002,1e-27],"string":"€$\u000f\nA'B\"\\\\\"/"}"#
         );
+    }
+
+    #[test]
+    fn name_order_is_utf16_order() {
+        let names = [
+            "",
+            "a",
+            "ab",
+            "b",
+            "Z",
+            "\u{7f}",
+            "é",
+            "\u{20ac}",
+            "\u{d7ff}",
+            "\u{e000}",
+            "\u{fb33}",
+            "\u{ffff}",
+            "\u{10000}",
+            "\u{1f600}",
+            "a\u{1f600}",
+            "a\u{ffff}",
+        ];
+        for a in names {
+            for b in names {
+                assert_eq!(
+                    utf16_order(a, b),
+                    a.encode_utf16().cmp(b.encode_utf16()),
+                    "{a:?} vs {b:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn escapes_split_runs_of_plain_text() {
+        let mut out = String::new();
+        write_string("a\"b\\c\u{8}\t\n\u{c}\r\u{1}\u{1f}/é\u{1f600}", &mut out);
+        assert_eq!(out, r#""a\"b\\c\b\t\n\f\r\u0001\u001f/é😀""#);
     }
 
     #[test]
