@@ -12,6 +12,7 @@ use sea_query_binder::SqlxBinder;
 use serde_json::{json, Value};
 use sqlx::{Any, Transaction};
 
+use super::fixed_insert::{bind_json, FixedInsert};
 use super::schema::SearchIndex as S;
 use super::{micros, Backend, StoreError, StoreResult};
 
@@ -316,27 +317,37 @@ static PG_REPLACE: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
 /// AuditEvents took longer than SQLite took to run it, all while holding the write lock).
 #[derive(Debug)]
 pub(crate) enum Rendered {
-    /// SQLite: `INSERT` statements with the values inlined, quoted and escaped by
-    /// sea-query, run as one batch (one hand-over to the connection's thread instead of
-    /// one per statement).
-    Sqlite(String),
+    /// SQLite: the rows themselves, bound into prepared statements of fixed sizes
+    /// ([`FixedInsert`]).
+    Sqlite(IndexRows),
     /// PostgreSQL: each table's rows as one JSON array, the input of [`PG_REPLACE`].
     Postgres(Vec<String>),
 }
 
+/// Each index table's prepared inserts (SQLite).
+static SQLITE_INSERTS: std::sync::LazyLock<[FixedInsert; 7]> = std::sync::LazyLock::new(|| {
+    std::array::from_fn(|table| FixedInsert::new(TABLES[table], &COLUMN_NAMES[table], ""))
+});
+
 impl IndexRows {
     /// These rows, rendered for `backend`.
-    pub(crate) fn render(&self, backend: Backend) -> StoreResult<Rendered> {
-        if backend == Backend::Postgres {
-            return self
-                .rows
-                .iter()
-                .enumerate()
-                .map(|(table, rows)| json_objects(&COLUMN_NAMES[table], rows))
-                .collect::<StoreResult<Vec<_>>>()
-                .map(Rendered::Postgres);
+    pub(crate) fn render(self, backend: Backend) -> StoreResult<Rendered> {
+        if backend == Backend::Sqlite {
+            return Ok(Rendered::Sqlite(self));
         }
-        let mut batch = String::new();
+        self.rows
+            .iter()
+            .enumerate()
+            .map(|(table, rows)| json_objects(&COLUMN_NAMES[table], rows))
+            .collect::<StoreResult<Vec<_>>>()
+            .map(Rendered::Postgres)
+    }
+
+    /// SQLite `INSERT` statements with the values inlined, quoted and escaped by
+    /// sea-query: for the few rows of one resource, one batch of statements run in one
+    /// hand-over to the connection's thread costs less than a prepared statement per
+    /// table and row count.
+    fn inline_sqlite(&self, batch: &mut String) {
         for (table, table_rows) in self.rows.iter().enumerate() {
             for chunk in table_rows.chunks(CHUNK) {
                 let mut insert = Query::insert();
@@ -350,7 +361,6 @@ impl IndexRows {
                 batch.push_str(";\n");
             }
         }
-        Ok(Rendered::Sqlite(batch))
     }
 }
 
@@ -361,57 +371,82 @@ pub(crate) async fn replace(
     backend: Backend,
     resource_type: &str,
     id: &str,
-    rows: Option<&IndexRows>,
+    rows: Option<IndexRows>,
     had_rows: bool,
 ) -> StoreResult<()> {
-    let rendered = rows.unwrap_or(&IndexRows::default()).render(backend)?;
-    write_rendered(tx, resource_type, id, &rendered, had_rows).await
+    let rows = rows.unwrap_or_default();
+    if backend == Backend::Postgres {
+        let Rendered::Postgres(tables) = rows.render(backend)? else {
+            return Err(StoreError::Corrupt("index rows rendered for SQLite".into()));
+        };
+        return pg_replace(tx, resource_type, id, &tables, had_rows).await;
+    }
+    let mut batch = String::new();
+    if had_rows {
+        for table in TABLES {
+            let delete = Query::delete()
+                .from_table(Alias::new(table))
+                .and_where(Expr::col(S::ResourceType).eq(resource_type))
+                .and_where(Expr::col(S::Id).eq(id))
+                .to_string(SqliteQueryBuilder);
+            batch.push_str(&delete);
+            batch.push_str(";\n");
+        }
+    }
+    rows.inline_sqlite(&mut batch);
+    if !batch.is_empty() {
+        sqlx::raw_sql(&batch)
+            .execute(&mut **tx)
+            .await
+            .map_err(StoreError::from_sqlx)?;
+    }
+    Ok(())
 }
 
-/// Writes rendered index rows, first clearing those of `resource_type/id` when `had_rows`.
-pub(crate) async fn write_rendered(
+/// Inserts rendered index rows of new resources (none of which has rows yet).
+pub(crate) async fn insert_rendered(
+    tx: &mut Transaction<'static, Any>,
+    rendered: &Rendered,
+) -> StoreResult<()> {
+    match rendered {
+        Rendered::Sqlite(rows) => {
+            for (table, table_rows) in rows.rows.iter().enumerate() {
+                for (sql, chunk) in SQLITE_INSERTS[table].chunks(table_rows) {
+                    let mut query = sqlx::query(sql);
+                    for value in chunk.iter().flatten() {
+                        query = bind_json(query, value);
+                    }
+                    query
+                        .execute(&mut **tx)
+                        .await
+                        .map_err(StoreError::from_sqlx)?;
+                }
+            }
+            Ok(())
+        }
+        Rendered::Postgres(tables) => pg_replace(tx, "", "", tables, false).await,
+    }
+}
+
+/// Runs [`PG_REPLACE`].
+async fn pg_replace(
     tx: &mut Transaction<'static, Any>,
     resource_type: &str,
     id: &str,
-    rendered: &Rendered,
+    tables: &[String],
     had_rows: bool,
 ) -> StoreResult<()> {
-    match rendered {
-        Rendered::Sqlite(inserts) => {
-            let mut batch = String::new();
-            if had_rows {
-                for table in TABLES {
-                    let delete = Query::delete()
-                        .from_table(Alias::new(table))
-                        .and_where(Expr::col(S::ResourceType).eq(resource_type))
-                        .and_where(Expr::col(S::Id).eq(id))
-                        .to_string(SqliteQueryBuilder);
-                    batch.push_str(&delete);
-                    batch.push_str(";\n");
-                }
-            }
-            batch.push_str(inserts);
-            if !batch.is_empty() {
-                sqlx::raw_sql(&batch)
-                    .execute(&mut **tx)
-                    .await
-                    .map_err(StoreError::from_sqlx)?;
-            }
-        }
-        Rendered::Postgres(tables) => {
-            let mut query = sqlx::query(PG_REPLACE.as_str())
-                .bind(resource_type)
-                .bind(id)
-                .bind(had_rows);
-            for table in tables {
-                query = query.bind(table.as_str());
-            }
-            query
-                .execute(&mut **tx)
-                .await
-                .map_err(StoreError::from_sqlx)?;
-        }
+    let mut query = sqlx::query(PG_REPLACE.as_str())
+        .bind(resource_type)
+        .bind(id)
+        .bind(had_rows);
+    for table in tables {
+        query = query.bind(table.as_str());
     }
+    query
+        .execute(&mut **tx)
+        .await
+        .map_err(StoreError::from_sqlx)?;
     Ok(())
 }
 
@@ -501,7 +536,7 @@ impl super::Store {
                 self.backend,
                 &resource_type,
                 &id,
-                Some(&index_rows),
+                Some(index_rows),
                 true,
             )
             .await?;

@@ -11,6 +11,7 @@
 //! readers; PostgreSQL uses one pool and row locks.
 
 mod error;
+mod fixed_insert;
 mod index;
 pub mod ledger;
 mod migrate;

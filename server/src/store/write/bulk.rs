@@ -4,19 +4,16 @@
 
 use std::collections::HashMap;
 
-use sea_query::{Query, SqliteQueryBuilder};
-use sea_query_binder::SqlxBinder;
+use sea_query::Iden;
 use serde_json::Value;
 use sqlx::Row;
 use time::OffsetDateTime;
 
+use crate::store::fixed_insert::FixedInsert;
 use crate::store::index::Rendered;
 
 use super::{next_last_updated, stamp, WriteTx, ENTRY_COLUMNS, POINTER_COLUMNS, VERSION_COLUMNS};
-use crate::store::schema::{LedgerEntries as E, ResourceVersions as V, Resources as R};
-use crate::store::{
-    micros, query_builder, Backend, StoreError, StoreResult, VersionRecord, WriteMethod,
-};
+use crate::store::{micros, Backend, StoreError, StoreResult, VersionRecord, WriteMethod};
 
 /// PostgreSQL: many new resources (version 1 each), their ledger entries and their
 /// current-version pointers in one statement. The rows arrive as one JSON array (see
@@ -179,11 +176,12 @@ impl WriteTx {
             let key: (String, String) = (row.try_get("resource_type")?, row.try_get("id")?);
             seqs.insert(key, row.try_get::<i64, _>("seq")?);
         }
-        crate::store::index::write_rendered(&mut self.tx, "", "", index, false).await?;
+        crate::store::index::insert_rendered(&mut self.tx, index).await?;
         Ok(seqs)
     }
 
-    /// [`WriteTx::create_many`] on SQLite.
+    /// [`WriteTx::create_many`] on SQLite: versions, then their entries and pointers, then
+    /// their index rows, each through prepared statements of fixed sizes ([`FixedInsert`]).
     async fn create_many_sqlite(
         &mut self,
         last_updated: OffsetDateTime,
@@ -191,26 +189,22 @@ impl WriteTx {
         hashes: &[String],
         index: &Rendered,
     ) -> StoreResult<HashMap<(String, String), i64>> {
-        // Rows per statement: well under SQLite's bound-parameter limit.
-        const ROWS: usize = 400;
         let lu = micros(last_updated);
+        let method = WriteMethod::Create.as_str();
         let mut seqs = HashMap::with_capacity(contents.len());
-        for chunk in contents.chunks(ROWS) {
-            let mut insert = Query::insert();
-            insert.into_table(V::Table).columns(VERSION_COLUMNS);
+        let mut ordered = Vec::with_capacity(contents.len());
+        for (sql, chunk) in SQLITE_INSERTS.versions.chunks(contents) {
+            let mut query = sqlx::query(sql);
             for (resource_type, id, content) in chunk {
-                insert.values_panic([
-                    resource_type.as_str().into(),
-                    id.as_str().into(),
-                    1i64.into(),
-                    WriteMethod::Create.as_str().into(),
-                    lu.into(),
-                    content.as_str().into(),
-                ]);
+                query = query
+                    .bind(resource_type.as_str())
+                    .bind(id.as_str())
+                    .bind(1i64)
+                    .bind(method)
+                    .bind(lu)
+                    .bind(content.as_str());
             }
-            insert.returning(Query::returning().columns([V::Seq, V::ResourceType, V::Id]));
-            let (sql, values) = insert.build_any_sqlx(query_builder(self.backend));
-            let returned = sqlx::query_with(&sql, values)
+            let returned = query
                 .fetch_all(&mut *self.tx)
                 .await
                 .map_err(StoreError::from_sqlx)?;
@@ -219,55 +213,79 @@ impl WriteTx {
                 seqs.insert(key, row.try_get::<i64, _>("seq")?);
             }
         }
-        // Entries and pointers: one batch of statements, values inlined and escaped by
-        // sea-query, in version order so entry order follows it.
+        // Entries in version order, so entry order follows it.
+        for ((resource_type, id, _), hash) in contents.iter().zip(hashes) {
+            let seq = *seqs
+                .get(&(resource_type.clone(), id.clone()))
+                .ok_or_else(|| {
+                    StoreError::Corrupt(format!("{resource_type}/{id} was not written"))
+                })?;
+            ordered.push((resource_type.as_str(), id.as_str(), hash.as_str(), seq));
+        }
+        ordered.sort_by_key(|&(_, _, _, seq)| seq);
         let operation = crate::store::ledger::operation_name(WriteMethod::Create);
         let recorded_at = fhir::primitives::format_instant(last_updated);
-        let mut batch = String::new();
-        for (chunk, chunk_hashes) in contents.chunks(ROWS).zip(hashes.chunks(ROWS)) {
-            let mut entries = Query::insert();
-            entries.into_table(E::Table).columns(ENTRY_COLUMNS);
-            let mut pointers = Query::insert();
-            pointers.into_table(R::Table).columns(POINTER_COLUMNS);
-            for ((resource_type, id, _), hash) in chunk.iter().zip(chunk_hashes) {
-                let seq = *seqs
-                    .get(&(resource_type.clone(), id.clone()))
-                    .ok_or_else(|| {
-                        StoreError::Corrupt(format!("{resource_type}/{id} was not written"))
-                    })?;
-                entries.values_panic([
-                    seq.into(),
-                    resource_type.as_str().into(),
-                    id.as_str().into(),
-                    1i64.into(),
-                    operation.into(),
-                    hash.as_str().into(),
-                    self.context.actor.as_str().into(),
-                    recorded_at.as_str().into(),
-                    self.context.request_id.as_str().into(),
-                ]);
-                pointers.values_panic([
-                    resource_type.as_str().into(),
-                    id.as_str().into(),
-                    1i64.into(),
-                    0i64.into(),
-                    lu.into(),
-                    seq.into(),
-                ]);
+        for (sql, chunk) in SQLITE_INSERTS.entries.chunks(&ordered) {
+            let mut query = sqlx::query(sql);
+            for &(resource_type, id, hash, seq) in chunk {
+                query = query
+                    .bind(seq)
+                    .bind(resource_type)
+                    .bind(id)
+                    .bind(1i64)
+                    .bind(operation)
+                    .bind(hash)
+                    .bind(self.context.actor.as_str())
+                    .bind(recorded_at.as_str())
+                    .bind(self.context.request_id.as_str());
             }
-            for statement in [entries, pointers] {
-                batch.push_str(&statement.to_string(SqliteQueryBuilder));
-                batch.push_str(";\n");
-            }
+            query
+                .execute(&mut *self.tx)
+                .await
+                .map_err(StoreError::from_sqlx)?;
         }
-        sqlx::raw_sql(&batch)
-            .execute(&mut *self.tx)
-            .await
-            .map_err(StoreError::from_sqlx)?;
-        crate::store::index::write_rendered(&mut self.tx, "", "", index, false).await?;
+        for (sql, chunk) in SQLITE_INSERTS.pointers.chunks(&ordered) {
+            let mut query = sqlx::query(sql);
+            for &(resource_type, id, _, seq) in chunk {
+                query = query
+                    .bind(resource_type)
+                    .bind(id)
+                    .bind(1i64)
+                    .bind(0i64)
+                    .bind(lu)
+                    .bind(seq);
+            }
+            query
+                .execute(&mut *self.tx)
+                .await
+                .map_err(StoreError::from_sqlx)?;
+        }
+        crate::store::index::insert_rendered(&mut self.tx, index).await?;
         Ok(seqs)
     }
 }
+
+/// SQLite's prepared inserts of versions, ledger entries and pointers.
+struct SqliteInserts {
+    versions: FixedInsert,
+    entries: FixedInsert,
+    pointers: FixedInsert,
+}
+
+static SQLITE_INSERTS: std::sync::LazyLock<SqliteInserts> = std::sync::LazyLock::new(|| {
+    fn names<C: Iden + Copy>(columns: &[C]) -> Vec<String> {
+        columns.iter().map(|c| Iden::to_string(c)).collect()
+    }
+    SqliteInserts {
+        versions: FixedInsert::new(
+            "resource_versions",
+            &names(&VERSION_COLUMNS),
+            "seq, resource_type, id",
+        ),
+        entries: FixedInsert::new("ledger_entries", &names(&ENTRY_COLUMNS), ""),
+        pointers: FixedInsert::new("resources", &names(&POINTER_COLUMNS), ""),
+    }
+});
 
 /// The inputs of [`PG_CREATE_MANY`]: a JSON array of `{ord, resource_type, id,
 /// content_hash, start, len}` objects and the contents one after the other, each row's

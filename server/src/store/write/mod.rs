@@ -381,7 +381,7 @@ impl WriteTx {
             self.backend,
             resource_type,
             id,
-            rows.as_ref(),
+            rows,
             had_rows,
         )
         .await
