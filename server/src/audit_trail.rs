@@ -108,6 +108,11 @@ impl AuditWriter {
     /// pace with reads on a database that takes concurrent writers. A batch is written once
     /// it is full or its first event has waited [`LINGER`]: a transaction costs the
     /// database about as much as dozens of events, so a steady stream is stored in few.
+    ///
+    /// While a batch lingers the writer does not listen to the queue: events wait there
+    /// and are taken when the batch is due. Listening meant a thread wake-up for every
+    /// event sent, on both sides of the queue. Under a backlog nothing lingers: the queue
+    /// then holds a full batch whenever the writer looks, and a full batch goes at once.
     pub async fn run(mut self) {
         use futures_util::StreamExt;
         use tokio::time::Instant;
@@ -116,19 +121,27 @@ impl AuditWriter {
         let mut due: Option<Instant> = None;
         loop {
             let free = in_flight.len() < WRITERS;
-            let room = BATCH.saturating_sub(batch.len());
+            if free && due.is_some_and(|d| d <= Instant::now()) {
+                while batch.len() < BATCH {
+                    match self.rx.try_recv() {
+                        Ok(event) => batch.push(event),
+                        Err(_) => break,
+                    }
+                }
+            }
             if free && (batch.len() >= BATCH || due.is_some_and(|d| d <= Instant::now())) {
                 let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
                 due = None;
                 in_flight.push(store_batch(self.store.clone(), with_ids(full), false));
                 continue;
             }
+            let room = BATCH.saturating_sub(batch.len());
             tokio::select! {
                 biased;
                 () = self.stop.notified() => break,
                 Some(()) = in_flight.next(), if !in_flight.is_empty() => {}
                 () = tokio::time::sleep_until(due.unwrap_or_else(Instant::now)), if free && due.is_some() => {}
-                n = self.rx.recv_many(&mut batch, room), if room > 0 => {
+                n = self.rx.recv_many(&mut batch, room), if batch.is_empty() => {
                     if n == 0 {
                         break;
                     }
