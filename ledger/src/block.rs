@@ -166,11 +166,23 @@ pub fn seal(
     sealed_at: String,
 ) -> (BlockHeader, [u8; 64]) {
     let leaves: Vec<Hash> = entries.iter().map(Entry::leaf_hash).collect();
+    seal_leaves(key, prev, &leaves, sealed_at)
+}
+
+/// [`seal`] for entries whose leaf hashes ([`Entry::leaf_hash`]) the caller has already
+/// computed, in ledger order: a sealer that stores the leaves beside the block hashes each
+/// entry once.
+pub fn seal_leaves(
+    key: &NodeKey,
+    prev: &BlockHeader,
+    leaves: &[Hash],
+    sealed_at: String,
+) -> (BlockHeader, [u8; 64]) {
     let header = BlockHeader {
         height: prev.height + 1,
         prev_hash: prev.hash(),
-        merkle_root: merkle::root(&leaves),
-        entry_count: entries.len() as u64,
+        merkle_root: merkle::root(leaves),
+        entry_count: leaves.len() as u64,
         first_index: prev.first_index + prev.entry_count,
         sealed_at,
         signer: key.public_key(),
@@ -229,6 +241,19 @@ mod tests {
         assert!(
             members_json.get("members").is_none(),
             "only genesis lists members"
+        );
+    }
+
+    #[test]
+    fn sealing_precomputed_leaves_is_sealing_the_entries() {
+        let k = key();
+        let (g, _) = genesis(&k, vec![], "2026-11-23T13:00:00Z".into());
+        let entries = [sample(1), sample(2), sample(3)];
+        let leaves: Vec<Hash> = entries.iter().map(Entry::leaf_hash).collect();
+        let at = "2026-11-23T13:00:01Z";
+        assert_eq!(
+            seal_leaves(&k, &g, &leaves, at.into()),
+            seal(&k, &g, &entries, at.into())
         );
     }
 

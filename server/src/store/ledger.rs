@@ -329,9 +329,8 @@ impl Store {
                 .iter()
                 .map(|r| entry_from_row(r, ""))
                 .collect::<StoreResult<Vec<_>>>()?;
-            let entries: Vec<Entry> = stored.iter().map(|s| s.entry.clone()).collect();
-            let leaves: Vec<Hash> = entries.iter().map(Entry::leaf_hash).collect();
-            let (header, signature) = ledger::block::seal(key, &prev, &entries, sealed_at);
+            let leaves: Vec<Hash> = stored.iter().map(|s| s.entry.leaf_hash()).collect();
+            let (header, signature) = ledger::block::seal_leaves(key, &prev, &leaves, sealed_at);
 
             let mut tx = self.begin_raw().await?;
             if self.head_in(&mut tx).await?.map(|h| h.hash()) != Some(prev.hash()) {
