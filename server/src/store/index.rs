@@ -312,9 +312,9 @@ static PG_REPLACE: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     format!("WITH {} SELECT 1", ctes.join(", "))
 });
 
-/// Index rows as one backend inserts them, built before the statement runs (for a bulk
-/// creation, before its transaction begins: on SQLite, rendering the SQL of a batch of
-/// AuditEvents took longer than SQLite took to run it, all while holding the write lock).
+/// Index rows as one backend inserts them, made ready before a bulk creation's
+/// transaction begins, so that work does not hold SQLite's write lock or repeat when the
+/// write is retried.
 #[derive(Debug)]
 pub(crate) enum Rendered {
     /// SQLite: the rows themselves, bound into prepared statements of fixed sizes
