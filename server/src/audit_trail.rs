@@ -9,7 +9,7 @@
 //! they belong to (a search names the Patients of the resources it returned), so an auditor
 //! can search the trail by patient for every access to that patient's record.
 //!
-//! Recording stays off the request path: [`middleware`] builds the event after the response
+//! Recording stays off the request path: [`middleware`] builds the event (as JSON text) after the response
 //! is ready and hands it to a bounded channel; [`AuditWriter::run`] takes whatever has
 //! queued (up to [`BATCH`], [`WRITERS`] batches at once) and stores each batch in one
 //! transaction through the ordinary store
@@ -29,7 +29,7 @@ use actix_web::http::Method;
 use actix_web::middleware::Next;
 use actix_web::{web, HttpMessage, HttpRequest};
 use base64::Engine;
-use serde_json::{json, Value};
+use serde_json::Value;
 use time::OffsetDateTime;
 use tokio::sync::{mpsc, Notify};
 
@@ -52,7 +52,7 @@ pub const ACTOR: &str = "fhir-notary/audit";
 /// The sending side, shared by every request.
 #[derive(Clone, Debug)]
 pub struct AuditTrail {
-    tx: mpsc::Sender<Value>,
+    tx: mpsc::Sender<String>,
     stop: Arc<Notify>,
     done: Arc<Notify>,
 }
@@ -60,7 +60,7 @@ pub struct AuditTrail {
 /// The background task that stores queued events.
 #[derive(Debug)]
 pub struct AuditWriter {
-    rx: mpsc::Receiver<Value>,
+    rx: mpsc::Receiver<String>,
     store: Store,
     stop: Arc<Notify>,
     done: Arc<Notify>,
@@ -87,8 +87,8 @@ impl AuditTrail {
         )
     }
 
-    /// Queues `event`, waiting for room when the queue is full.
-    pub async fn record(&self, event: Value) {
+    /// Queues `event` (an AuditEvent's JSON), waiting for room when the queue is full.
+    pub async fn record(&self, event: String) {
         if self.tx.send(event).await.is_err() {
             tracing::error!("an AuditEvent arrived after the trail was shut down");
         }
@@ -164,24 +164,36 @@ impl AuditWriter {
     }
 }
 
+/// A queued event (its JSON) and the id it is stored under: assigned once, so a retry
+/// writes the same event.
+#[derive(Debug, Clone)]
+struct Queued {
+    id: String,
+    json: String,
+}
+
 /// Writes `batch` in one transaction, retrying until it is stored (a bounded number of
 /// times while shutting down, when there is no one left to wait for the database). The
 /// first retries come quickly: a broken pooled connection fails at once and is discarded,
 /// and the next attempt takes another.
-async fn store_batch(store: Store, mut batch: Vec<NewResource>, shutting_down: bool) {
+async fn store_batch(store: Store, batch: Vec<Queued>, shutting_down: bool) {
     const QUICK: u32 = 64;
-    // Prepared before the transaction, once: SQLite's write lock is held only for the
-    // statements, and retries do not redo the work. Preparing a batch takes milliseconds
-    // of CPU, done on a blocking thread: on the trail's own thread it would keep the
-    // statements of the batches in flight waiting.
+    // Parsed and prepared before the transaction, once: SQLite's write lock is held only
+    // for the statements, and retries do not redo the work. That takes milliseconds of CPU
+    // per batch, done on a blocking thread: on the trail's own thread it would keep the
+    // statements of the batches in flight waiting. The parsed events are dropped there
+    // too, on the thread that allocated them.
     let lost = batch.len();
+    let first = batch.first().map(|q| q.id.clone());
     let backend = store.backend();
-    let prepared = tokio::task::spawn_blocking(move || {
-        PreparedCreates::new(backend, &mut batch).map(|prepared| (batch, prepared))
+    let prepared = tokio::task::spawn_blocking(move || -> Result<PreparedCreates, StoreError> {
+        let mut resources = resources(&batch)
+            .map_err(|e| StoreError::Corrupt(format!("an AuditEvent does not parse: {e}")))?;
+        PreparedCreates::new(backend, &mut resources)
     })
     .await;
-    let (batch, prepared) = match prepared {
-        Ok(Ok(done)) => done,
+    let prepared = match prepared {
+        Ok(Ok(prepared)) => prepared,
         Ok(Err(e)) => {
             tracing::error!(error = %e, lost, "AuditEvents could not be prepared");
             return;
@@ -196,13 +208,13 @@ async fn store_batch(store: Store, mut batch: Vec<NewResource>, shutting_down: b
         // A commit reported as failed may have been applied all the same (the connection
         // broke after the database committed): the batch's ids tell, so a retry never
         // stores an event twice.
-        if attempt > 1 && stored(&store, &batch).await {
+        if attempt > 1 && stored(&store, first.as_deref()).await {
             break;
         }
         match write(&store, &prepared).await {
             Ok(()) => break,
             Err(e) if shutting_down && attempt >= QUICK + 5 => {
-                tracing::error!(error = %e, lost = batch.len(), "AuditEvents could not be stored at shutdown");
+                tracing::error!(error = %e, lost, "AuditEvents could not be stored at shutdown");
                 break;
             }
             Err(e) if attempt <= QUICK => {
@@ -210,7 +222,7 @@ async fn store_batch(store: Store, mut batch: Vec<NewResource>, shutting_down: b
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
             Err(e) => {
-                tracing::error!(error = %e, attempt, events = batch.len(), "storing AuditEvents failed; retrying");
+                tracing::error!(error = %e, attempt, events = lost, "storing AuditEvents failed; retrying");
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(Duration::from_secs(5));
             }
@@ -218,27 +230,40 @@ async fn store_batch(store: Store, mut batch: Vec<NewResource>, shutting_down: b
     }
 }
 
-/// `events` as resources to create, each with its id: assigned once, so a retry writes the
-/// same events. Version 7 UUIDs grow with time, so the trail's inserts land at the end of
-/// each id-keyed index instead of on random pages.
-fn with_ids(events: Vec<Value>) -> Vec<NewResource> {
+/// `events` with their ids. Version 7 UUIDs grow with time, so the trail's inserts land at
+/// the end of each id-keyed index instead of on random pages.
+fn with_ids(events: Vec<String>) -> Vec<Queued> {
     events
         .into_iter()
-        .map(|event| NewResource {
-            resource_type: "AuditEvent".to_owned(),
+        .map(|json| Queued {
             id: uuid::Uuid::now_v7().to_string(),
-            resource: event,
+            json,
         })
         .collect()
 }
 
-/// Whether `batch`, written in one transaction, is stored (its first event is).
-async fn stored(store: &Store, batch: &[NewResource]) -> bool {
-    let Some(first) = batch.first() else {
+/// Queued events as resources to create.
+fn resources(batch: &[Queued]) -> serde_json::Result<Vec<NewResource>> {
+    batch
+        .iter()
+        .map(|q| {
+            Ok(NewResource {
+                resource_type: "AuditEvent".to_owned(),
+                id: q.id.clone(),
+                resource: serde_json::from_str(&q.json)?,
+            })
+        })
+        .collect()
+}
+
+/// Whether the batch whose first event has id `first`, written in one transaction, is
+/// stored.
+async fn stored(store: &Store, first: Option<&str>) -> bool {
+    let Some(first) = first else {
         return true;
     };
     matches!(
-        store.read_version(&first.resource_type, &first.id, 1).await,
+        store.read_version("AuditEvent", first, 1).await,
         Ok(Some(_))
     )
 }
@@ -352,7 +377,7 @@ pub async fn middleware(
         let event = {
             let ext = res.request().extensions();
             let request_id = ext.get::<RequestId>().map(|r| r.0.clone());
-            event(&Seen {
+            let seen = Seen {
                 method: &method,
                 path: &path,
                 query: &query,
@@ -362,9 +387,13 @@ pub async fn middleware(
                 refused: ext.get::<Refused>().is_some(),
                 request_id: request_id.as_deref(),
                 touched: ext.get::<Touched>(),
-            })
+            };
+            serde_json::to_string(&event(&seen))
         };
-        trail.record(event).await;
+        match event {
+            Ok(event) => trail.record(event).await,
+            Err(e) => tracing::error!(error = %e, "an AuditEvent could not be serialized"),
+        }
     }
     Ok(res)
 }
@@ -382,8 +411,11 @@ struct Seen<'a> {
     touched: Option<&'a Touched>,
 }
 
-/// The AuditEvent for one request.
-fn event(seen: &Seen<'_>) -> Value {
+/// The AuditEvent for one request, as a typed value that serializes to its JSON: the
+/// middleware sends that text, built with a handful of allocations, instead of a
+/// `serde_json::Value` (a map allocation and a hash per member, all freed on another
+/// thread); the trail parses it where it prepares the batch.
+fn event<'a>(seen: &'a Seen<'a>) -> Event<'a> {
     let mut addressed = classify(seen.method, seen.path);
     if let Some(code) = seen.touched.and_then(|t| t.interaction) {
         addressed.interaction = code;
@@ -393,47 +425,54 @@ fn event(seen: &Seen<'_>) -> Value {
         s if s < 500 => "4",
         _ => "8",
     };
-    let mut agent = json!({
-        "requestor": true,
-        "type": { "coding": [{
-            "system": "http://terminology.hl7.org/CodeSystem/v3-ParticipationType",
-            "code": "IRCP",
-            "display": "information recipient",
-        }]},
-    });
-    match seen.principal {
-        Some(p) => {
-            agent["who"] = match &p.fhir_user {
-                Some(u) => json!({ "reference": u }),
-                None => json!({ "identifier": { "value": p.subject }, "display": p.subject }),
-            };
-            // Only the token's subject is known of the user (`name` would repeat it, and
-            // every element costs index rows on each event).
-            agent["altId"] = json!(p.subject);
-            if let Some(role) = p.role {
-                agent["role"] = json!([{ "text": role.as_str() }]);
-            }
-        }
-        None => {
-            agent["who"] = json!({ "display": "anonymous" });
-        }
+    let mut agent = Agent {
+        requestor: true,
+        type_: Concept {
+            coding: [Coding::new(
+                "http://terminology.hl7.org/CodeSystem/v3-ParticipationType",
+                "IRCP",
+                Some("information recipient"),
+            )],
+        },
+        who: Who::Display {
+            display: "anonymous",
+        },
+        alt_id: None,
+        role: None,
+        network: seen.address.map(|address| Network {
+            address,
+            type_: "2",
+        }),
+    };
+    if let Some(p) = seen.principal {
+        agent.who = match &p.fhir_user {
+            Some(u) => Who::Reference { reference: u },
+            None => Who::Identifier {
+                identifier: Identifier { value: &p.subject },
+                display: &p.subject,
+            },
+        };
+        // Only the token's subject is known of the user (`name` would repeat it, and
+        // every element costs index rows on each event).
+        agent.alt_id = Some(&p.subject);
+        agent.role = p.role.map(|role| {
+            [Text {
+                text: role.as_str(),
+            }]
+        });
     }
-    if let Some(a) = seen.address {
-        agent["network"] = json!({ "address": a, "type": "2" });
-    }
-    let object = |reference: &str| {
-        json!({
-            "what": { "reference": reference },
-            "type": { "system": "http://terminology.hl7.org/CodeSystem/audit-entity-type",
-                      "code": "2", "display": "System Object" },
-        })
+    let object = |reference: String| Entity {
+        what: Some(Reference { reference }),
+        type_: Coding::new(ENTITY_TYPE, "2", Some("System Object")),
+        role: None,
+        query: None,
     };
     let mut entity = Vec::new();
     // The versions the handler read or wrote say more than the URL (a create's new id, a
     // transaction's entries); the URL's target stands in when there are none (a denial).
     match seen.touched.filter(|t| !t.versions.is_empty()) {
-        Some(t) => entity.extend(t.versions.iter().map(|v| object(v))),
-        None => entity.extend(addressed.target.as_deref().map(object)),
+        Some(t) => entity.extend(t.versions.iter().cloned().map(object)),
+        None => entity.extend(addressed.target.clone().map(object)),
     }
     let mut patients: BTreeSet<&str> = BTreeSet::new();
     patients.extend(seen.principal.and_then(|p| p.patient.as_deref()));
@@ -441,23 +480,21 @@ fn event(seen: &Seen<'_>) -> Value {
     if let Some(t) = seen.touched {
         patients.extend(t.patients.iter().map(String::as_str));
     }
-    entity.extend(patients.into_iter().map(|id| {
-        json!({
-            "what": { "reference": format!("Patient/{id}") },
-            "type": { "system": "http://terminology.hl7.org/CodeSystem/audit-entity-type",
-                      "code": "1", "display": "Person" },
-            "role": { "system": "http://terminology.hl7.org/CodeSystem/object-role",
-                      "code": "1", "display": "Patient" },
-        })
+    entity.extend(patients.into_iter().map(|id| Entity {
+        what: Some(Reference {
+            reference: format!("Patient/{id}"),
+        }),
+        type_: Coding::new(ENTITY_TYPE, "1", Some("Person")),
+        role: Some(Coding::new(OBJECT_ROLE, "1", Some("Patient"))),
+        query: None,
     }));
     if !seen.query.is_empty() {
-        entity.push(json!({
-            "type": { "system": "http://terminology.hl7.org/CodeSystem/audit-entity-type",
-                      "code": "2", "display": "System Object" },
-            "role": { "system": "http://terminology.hl7.org/CodeSystem/object-role",
-                      "code": "24", "display": "Query" },
-            "query": base64::engine::general_purpose::STANDARD.encode(seen.query),
-        }));
+        entity.push(Entity {
+            what: None,
+            type_: Coding::new(ENTITY_TYPE, "2", Some("System Object")),
+            role: Some(Coding::new(OBJECT_ROLE, "24", Some("Query"))),
+            query: Some(base64::engine::general_purpose::STANDARD.encode(seen.query)),
+        });
     }
     let mut description = format!("{} {} answered {}", seen.method, seen.path, seen.status);
     if seen.refused {
@@ -466,39 +503,159 @@ fn event(seen: &Seen<'_>) -> Value {
         description.push_str(" (denied by the access policy)");
     }
     if let Some(id) = seen.request_id {
-        description.push_str(&format!("; request {id}"));
+        description.push_str("; request ");
+        description.push_str(id);
     }
     let system = if addressed.interaction.starts_with("ledger-") {
         "urn:fhir-notary:interaction"
     } else {
         "http://hl7.org/fhir/restful-interaction"
     };
-    let mut event = json!({
-        "resourceType": "AuditEvent",
-        "type": {
-            "system": "http://terminology.hl7.org/CodeSystem/audit-event-type",
-            "code": "rest",
-            "display": "RESTful Operation",
+    Event {
+        resource_type: "AuditEvent",
+        type_: Coding::new(
+            "http://terminology.hl7.org/CodeSystem/audit-event-type",
+            "rest",
+            Some("RESTful Operation"),
+        ),
+        subtype: [Coding::new(system, addressed.interaction, None)],
+        action: addressed.action,
+        recorded: fhir::primitives::format_instant(OffsetDateTime::now_utc()),
+        outcome,
+        outcome_desc: description,
+        agent: [agent],
+        source: Source {
+            observer: Display {
+                display: "FHIR Notary",
+            },
+            type_: [Coding::new(
+                "http://terminology.hl7.org/CodeSystem/security-source-type",
+                "4",
+                Some("Application Server"),
+            )],
         },
-        "subtype": [{ "system": system, "code": addressed.interaction }],
-        "action": addressed.action,
-        "recorded": fhir::primitives::format_instant(OffsetDateTime::now_utc()),
-        "outcome": outcome,
-        "outcomeDesc": description,
-        "agent": [agent],
-        "source": {
-            "observer": { "display": "FHIR Notary" },
-            "type": [{
-                "system": "http://terminology.hl7.org/CodeSystem/security-source-type",
-                "code": "4",
-                "display": "Application Server",
-            }],
-        },
-    });
-    if !entity.is_empty() {
-        event["entity"] = Value::Array(entity);
+        entity,
     }
-    event
+}
+
+const ENTITY_TYPE: &str = "http://terminology.hl7.org/CodeSystem/audit-entity-type";
+const OBJECT_ROLE: &str = "http://terminology.hl7.org/CodeSystem/object-role";
+
+/// An AuditEvent as [`event`] makes them (members in the order they are written).
+#[derive(Debug, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Event<'a> {
+    resource_type: &'static str,
+    #[serde(rename = "type")]
+    type_: Coding<'a>,
+    subtype: [Coding<'a>; 1],
+    action: &'static str,
+    recorded: String,
+    outcome: &'static str,
+    outcome_desc: String,
+    agent: [Agent<'a>; 1],
+    source: Source,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    entity: Vec<Entity>,
+}
+
+#[derive(Debug, serde::Serialize)]
+struct Coding<'a> {
+    system: &'a str,
+    code: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    display: Option<&'static str>,
+}
+
+impl<'a> Coding<'a> {
+    fn new(system: &'a str, code: &'a str, display: Option<&'static str>) -> Self {
+        Coding {
+            system,
+            code,
+            display,
+        }
+    }
+}
+
+#[derive(Debug, serde::Serialize)]
+struct Concept<'a> {
+    coding: [Coding<'a>; 1],
+}
+
+#[derive(Debug, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Agent<'a> {
+    requestor: bool,
+    #[serde(rename = "type")]
+    type_: Concept<'a>,
+    who: Who<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    alt_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    role: Option<[Text; 1]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    network: Option<Network<'a>>,
+}
+
+#[derive(Debug, serde::Serialize)]
+#[serde(untagged)]
+enum Who<'a> {
+    Reference {
+        reference: &'a str,
+    },
+    Identifier {
+        identifier: Identifier<'a>,
+        display: &'a str,
+    },
+    Display {
+        display: &'static str,
+    },
+}
+
+#[derive(Debug, serde::Serialize)]
+struct Identifier<'a> {
+    value: &'a str,
+}
+
+#[derive(Debug, serde::Serialize)]
+struct Text {
+    text: &'static str,
+}
+
+#[derive(Debug, serde::Serialize)]
+struct Network<'a> {
+    address: &'a str,
+    #[serde(rename = "type")]
+    type_: &'static str,
+}
+
+#[derive(Debug, serde::Serialize)]
+struct Source {
+    observer: Display,
+    #[serde(rename = "type")]
+    type_: [Coding<'static>; 1],
+}
+
+#[derive(Debug, serde::Serialize)]
+struct Display {
+    display: &'static str,
+}
+
+#[derive(Debug, serde::Serialize)]
+struct Entity {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    what: Option<Reference>,
+    #[serde(rename = "type")]
+    type_: Coding<'static>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    role: Option<Coding<'static>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    query: Option<String>,
+}
+
+#[derive(Debug, serde::Serialize)]
+struct Reference {
+    reference: String,
 }
 
 /// What a request's method and path address.
@@ -585,6 +742,7 @@ fn classify(method: &Method, path: &str) -> Addressed {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn events_are_valid_r4_audit_events() {
@@ -596,7 +754,7 @@ mod tests {
             (Method::GET, "/fhir/Observation/o1/_history/2", 401),
             (Method::GET, "/ledger/proof/Patient/p1/1", 200),
         ] {
-            let e = event(&Seen {
+            let e = serde_json::to_value(event(&Seen {
                 method: &method,
                 path,
                 query: "a=b",
@@ -606,7 +764,8 @@ mod tests {
                 refused: status == 401,
                 request_id: Some("r1"),
                 touched: None,
-            });
+            }))
+            .unwrap();
             fhir::validate::validate_resource(fhir::definitions::r4(), &e)
                 .unwrap_or_else(|err| panic!("{path}: {err:?}\n{e}"));
         }
@@ -628,13 +787,11 @@ mod tests {
             request_id: None,
             touched: None,
         };
-        let mut batch = with_ids(vec![
-            event(&seen("/fhir/Patient/p1")),
-            event(&seen("/fhir/Patient/p2")),
-        ]);
+        let json = |path| serde_json::to_string(&event(&seen(path))).unwrap();
+        let batch = with_ids(vec![json("/fhir/Patient/p1"), json("/fhir/Patient/p2")]);
         write(
             &store,
-            &PreparedCreates::new(store.backend(), &mut batch).unwrap(),
+            &PreparedCreates::new(store.backend(), &mut resources(&batch).unwrap()).unwrap(),
         )
         .await
         .unwrap();
@@ -675,7 +832,7 @@ mod tests {
             json!({"resourceType": "Patient", "id": "p3"}),
         ));
         touched.interaction("batch");
-        let e = event(&Seen {
+        let e = serde_json::to_value(event(&Seen {
             method: &Method::POST,
             path: "/fhir",
             query: "",
@@ -685,7 +842,8 @@ mod tests {
             refused: false,
             request_id: None,
             touched: Some(&touched),
-        });
+        }))
+        .unwrap();
         fhir::validate::validate_resource(fhir::definitions::r4(), &e)
             .unwrap_or_else(|err| panic!("{err:?}\n{e}"));
         assert_eq!(e["subtype"][0]["code"], "batch");
