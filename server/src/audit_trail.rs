@@ -9,11 +9,11 @@
 //! they belong to (a search names the Patients of the resources it returned), so an auditor
 //! can search the trail by patient for every access to that patient's record.
 //!
-//! Recording stays off the request path: [`middleware`] builds the event (as JSON text) after the response
-//! is ready and hands it to a bounded channel; [`AuditWriter::run`] takes whatever has
-//! queued (up to [`BATCH`], [`WRITERS`] batches at once) and stores each batch in one
-//! transaction through the ordinary store
-//! write path, so AuditEvents are versioned, indexed for search and notarized in the ledger
+//! Recording stays off the request path: [`middleware`] builds the event (as JSON text)
+//! after the response is ready and hands it to a bounded channel; [`AuditWriter::run`]
+//! takes whatever has queued (up to [`BATCH`], [`WRITERS`] batches at once) and stores
+//! each batch in one transaction through the ordinary store write path, so AuditEvents
+//! are versioned, indexed for search and notarized in the ledger
 //! like every resource. Nothing is dropped: when the channel is full the request waits for
 //! room; a failed batch is retried; [`AuditTrail::shutdown`] (after the HTTP server has
 //! stopped) writes what is still queued before the process exits. The API refuses to
