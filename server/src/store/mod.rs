@@ -203,12 +203,14 @@ enum PoolRole {
 ///    twenty B-trees, which a small cache reads back from the file every time;
 ///  * statement journals in memory: a multi-row insert keeps one, which otherwise spills
 ///    to a temporary file;
-///  * a checkpoint every 8,000 WAL pages (32 MiB) instead of 1,000: the commit that
+///  * a checkpoint every 32,000 WAL pages (125 MiB) instead of 1,000: the commit that
 ///    crosses the mark runs the checkpoint, and pages written again and again (the ends
-///    of the indexes) are copied into the database once per checkpoint, not once per
-///    four megabytes.
+///    of the indexes, the reference-index pages of the Patients being read) are copied
+///    into the database once per checkpoint, not once per four megabytes. At 8,000 pages
+///    a transaction of 2,048 read events crossed the mark nearly every time; 32,000 gave
+///    sustained audited reads 6–11 % more (`docs/benchmarks.md`).
 const SQLITE_WRITER_PRAGMAS: &str = "PRAGMA cache_size = -65536; PRAGMA temp_store = MEMORY; \
-     PRAGMA wal_autocheckpoint = 8000;";
+     PRAGMA wal_autocheckpoint = 32000;";
 
 /// The pool settings of `backend`, `max` connections at most.
 fn pool_options(backend: Backend, max: u32, role: PoolRole) -> AnyPoolOptions {
