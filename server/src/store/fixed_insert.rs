@@ -16,6 +16,9 @@ use sqlx::Any;
 /// take at most `n / 128 + 7` statements.
 const SIZES: [usize; 8] = [128, 64, 32, 16, 8, 4, 2, 1];
 
+/// A query of [`FixedInsert`]'s statements, borrowing its values for `'q`.
+pub(crate) type AnyQuery<'q> = Query<'q, Any, AnyArguments<'q>>;
+
 /// The statements inserting into one table's columns.
 #[derive(Debug)]
 pub(crate) struct FixedInsert {
@@ -51,14 +54,26 @@ impl FixedInsert {
             Some((self.texts[i].as_str(), chunk))
         })
     }
+
+    /// Inserts `rows` on `conn`, one statement per chunk, `bind` binding one row's values in
+    /// column order.
+    pub(crate) async fn execute<'q, T>(
+        &'q self,
+        conn: &mut sqlx::AnyConnection,
+        rows: &'q [T],
+        bind: impl Fn(AnyQuery<'q>, &'q T) -> AnyQuery<'q>,
+    ) -> Result<(), sqlx::Error> {
+        for (sql, chunk) in self.chunks(rows) {
+            let query = chunk.iter().fold(sqlx::query(sql), &bind);
+            query.execute(&mut *conn).await?;
+        }
+        Ok(())
+    }
 }
 
 /// Binds a JSON scalar: a string as text, an integer as an integer, any other number as a
 /// double, anything else as NULL.
-pub(crate) fn bind_json<'q>(
-    query: Query<'q, Any, AnyArguments<'q>>,
-    value: &'q Value,
-) -> Query<'q, Any, AnyArguments<'q>> {
+pub(crate) fn bind_json<'q>(query: AnyQuery<'q>, value: &'q Value) -> AnyQuery<'q> {
     match value {
         Value::String(s) => query.bind(s.as_str()),
         Value::Number(n) => match n.as_i64() {

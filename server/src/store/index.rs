@@ -411,16 +411,12 @@ pub(crate) async fn insert_rendered(
     match rendered {
         Rendered::Sqlite(rows) => {
             for (table, table_rows) in rows.rows.iter().enumerate() {
-                for (sql, chunk) in SQLITE_INSERTS[table].chunks(table_rows) {
-                    let mut query = sqlx::query(sql);
-                    for value in chunk.iter().flatten() {
-                        query = bind_json(query, value);
-                    }
-                    query
-                        .execute(&mut **tx)
-                        .await
-                        .map_err(StoreError::from_sqlx)?;
-                }
+                SQLITE_INSERTS[table]
+                    .execute(tx, table_rows, |query, row| {
+                        row.iter().fold(query, bind_json)
+                    })
+                    .await
+                    .map_err(StoreError::from_sqlx)?;
             }
             Ok(())
         }

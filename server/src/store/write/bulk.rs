@@ -225,41 +225,47 @@ impl WriteTx {
         ordered.sort_by_key(|&(_, _, _, seq)| seq);
         let operation = crate::store::ledger::operation_name(WriteMethod::Create);
         let recorded_at = fhir::primitives::format_instant(last_updated);
-        for (sql, chunk) in SQLITE_INSERTS.entries.chunks(&ordered) {
-            let mut query = sqlx::query(sql);
-            for &(resource_type, id, hash, seq) in chunk {
-                query = query
-                    .bind(seq)
-                    .bind(resource_type)
-                    .bind(id)
-                    .bind(1i64)
-                    .bind(operation)
-                    .bind(hash)
-                    .bind(self.context.actor.as_str())
-                    .bind(recorded_at.as_str())
-                    .bind(self.context.request_id.as_str());
-            }
-            query
-                .execute(&mut *self.tx)
-                .await
-                .map_err(StoreError::from_sqlx)?;
-        }
-        for (sql, chunk) in SQLITE_INSERTS.pointers.chunks(&ordered) {
-            let mut query = sqlx::query(sql);
-            for &(resource_type, id, _, seq) in chunk {
-                query = query
-                    .bind(resource_type)
-                    .bind(id)
-                    .bind(1i64)
-                    .bind(0i64)
-                    .bind(lu)
-                    .bind(seq);
-            }
-            query
-                .execute(&mut *self.tx)
-                .await
-                .map_err(StoreError::from_sqlx)?;
-        }
+        let (actor, request_id) = (
+            self.context.actor.as_str(),
+            self.context.request_id.as_str(),
+        );
+        SQLITE_INSERTS
+            .entries
+            .execute(
+                &mut self.tx,
+                &ordered,
+                |query, &(resource_type, id, hash, seq)| {
+                    query
+                        .bind(seq)
+                        .bind(resource_type)
+                        .bind(id)
+                        .bind(1i64)
+                        .bind(operation)
+                        .bind(hash)
+                        .bind(actor)
+                        .bind(recorded_at.as_str())
+                        .bind(request_id)
+                },
+            )
+            .await
+            .map_err(StoreError::from_sqlx)?;
+        SQLITE_INSERTS
+            .pointers
+            .execute(
+                &mut self.tx,
+                &ordered,
+                |query, &(resource_type, id, _, seq)| {
+                    query
+                        .bind(resource_type)
+                        .bind(id)
+                        .bind(1i64)
+                        .bind(0i64)
+                        .bind(lu)
+                        .bind(seq)
+                },
+            )
+            .await
+            .map_err(StoreError::from_sqlx)?;
         crate::store::index::insert_rendered(&mut self.tx, index).await?;
         Ok(seqs)
     }
