@@ -749,6 +749,33 @@ async fn includes(s: TestServer) {
     .await;
     assert_eq!(ids_with_mode(&b, "match"), ["p1"]);
     assert_eq!(ids_with_mode(&b, "include"), ["o1", "o2"]);
+    // Wildcards: every reference parameter of the type (`subject` and `patient` both find
+    // o1 and o2, once each), or of every type.
+    let b = search(
+        &s,
+        "Patient",
+        &[("_id", "p1"), ("_revinclude", "Observation:*")],
+    )
+    .await;
+    assert_eq!(ids_with_mode(&b, "include"), ["o1", "o2"]);
+    let b = search(&s, "Organization", &[("_id", "org1"), ("_revinclude", "*")]).await;
+    // The trail's AuditEvents name org1 too, once stored; they are not what is tested here.
+    let included: Vec<String> = b["entry"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["search"]["mode"] == "include")
+        .map(|e| &e["resource"])
+        .filter(|r| r["resourceType"] != "AuditEvent")
+        .map(|r| {
+            format!(
+                "{}/{}",
+                r["resourceType"].as_str().unwrap(),
+                r["id"].as_str().unwrap()
+            )
+        })
+        .collect();
+    assert_eq!(included, ["Patient/p1"]);
 
     // :iterate follows included resources; without it, it stops after one step.
     let b = search(

@@ -54,6 +54,12 @@ const STEPS: &[Step] = &[
         include_str!("../../../migrations/sqlite/0007_version_indexes.sql"),
         include_str!("../../../migrations/postgres/0007_version_indexes.sql"),
     ),
+    (
+        8,
+        "reference targets",
+        include_str!("../../../migrations/sqlite/0008_reference_targets.sql"),
+        include_str!("../../../migrations/postgres/0008_reference_targets.sql"),
+    ),
 ];
 
 #[derive(Debug)]

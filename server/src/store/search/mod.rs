@@ -441,35 +441,51 @@ impl Store {
         } else {
             ("resource_type", "id", "target_type", "target_id")
         };
+        // Which (source type, parameters) to look in. A reverse lookup names them, one
+        // source type per statement, so that the value index (resource_type, param,
+        // target_id, …) serves it; a forward one starts from the resource's own rows.
+        let scopes: Vec<(Option<&str>, Vec<&str>)> = if reverse {
+            reverse_sources(inc)
+                .into_iter()
+                .map(|(source, params)| (Some(source), params))
+                .collect()
+        } else {
+            vec![(
+                inc.source_type.as_deref(),
+                inc.param.as_deref().into_iter().collect(),
+            )]
+        };
         let mut out = Vec::new();
-        for chunk in group_by_type(from, CHUNK) {
-            let mut cond = Cond::all()
-                .add(c(near_type).eq(chunk.0.as_str()))
-                .add(c(near_id).is_in(chunk.1.iter().map(String::as_str)))
-                .add(c("target_type").is_not_null())
-                .add(c("target_id").is_not_null())
-                .add(local_reference(&s, base_url));
-            if let Some(source) = &inc.source_type {
-                cond = cond.add(c("resource_type").eq(source.as_str()));
-            }
-            if let Some(param) = &inc.param {
-                cond = cond.add(c("param").eq(param.as_str()));
-            }
-            if let Some(target) = &inc.target_type {
-                cond = cond.add(c("target_type").eq(target.as_str()));
-            }
-            let (text, values) = Query::select()
-                .distinct()
-                .expr_as(c(far_type), Alias::new("far_type"))
-                .expr_as(c(far_id), Alias::new("far_id"))
-                .from_as(Alias::new("search_reference"), s.clone())
-                .cond_where(cond)
-                .build_any_sqlx(self.builder());
-            for row in sqlx::query_with(&text, values)
-                .fetch_all(&self.read)
-                .await?
-            {
-                out.push((row.try_get("far_type")?, row.try_get("far_id")?));
+        for (source, params) in &scopes {
+            for chunk in group_by_type(from, CHUNK) {
+                let mut cond = Cond::all()
+                    .add(c(near_type).eq(chunk.0.as_str()))
+                    .add(c(near_id).is_in(chunk.1.iter().map(String::as_str)))
+                    .add(c("target_type").is_not_null())
+                    .add(c("target_id").is_not_null())
+                    .add(local_reference(&s, base_url));
+                if let Some(source) = source {
+                    cond = cond.add(c("resource_type").eq(*source));
+                }
+                if !params.is_empty() {
+                    cond = cond.add(c("param").is_in(params.iter().copied()));
+                }
+                if let Some(target) = &inc.target_type {
+                    cond = cond.add(c("target_type").eq(target.as_str()));
+                }
+                let (text, values) = Query::select()
+                    .distinct()
+                    .expr_as(c(far_type), Alias::new("far_type"))
+                    .expr_as(c(far_id), Alias::new("far_id"))
+                    .from_as(Alias::new("search_reference"), s.clone())
+                    .cond_where(cond)
+                    .build_any_sqlx(self.builder());
+                for row in sqlx::query_with(&text, values)
+                    .fetch_all(&self.read)
+                    .await?
+                {
+                    out.push((row.try_get("far_type")?, row.try_get("far_id")?));
+                }
             }
         }
         Ok(out)
@@ -500,6 +516,33 @@ impl Store {
 }
 
 /// `keys` grouped by type, in chunks of at most `chunk` ids.
+/// The reference parameters a `_revinclude` follows, by source type: the one it names, or
+/// every indexed reference parameter of its type (`Type:*`) or of every type (`*`). There
+/// is no index on reference targets alone: on every write it would cost each reference row
+/// one more B-tree insert, at a random place, for the sake of these wildcards.
+fn reverse_sources(inc: &Include) -> Vec<(&str, Vec<&str>)> {
+    let registry = fhir::search::r4_search();
+    let types: Vec<&str> = match &inc.source_type {
+        Some(t) => vec![t.as_str()],
+        None => registry.resource_types().collect(),
+    };
+    types
+        .into_iter()
+        .filter_map(|t| {
+            let params: Vec<&str> = match &inc.param {
+                Some(p) => vec![p.as_str()],
+                None => registry
+                    .params_for(t)
+                    .iter()
+                    .filter(|p| p.kind == ParamType::Reference && p.is_indexed())
+                    .map(|p| p.code.as_str())
+                    .collect(),
+            };
+            (!params.is_empty()).then_some((t, params))
+        })
+        .collect()
+}
+
 fn group_by_type(keys: &[(String, String)], chunk: usize) -> Vec<(String, Vec<String>)> {
     let mut by_type: HashMap<&str, Vec<String>> = HashMap::new();
     for (t, id) in keys {
