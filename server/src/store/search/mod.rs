@@ -441,23 +441,10 @@ impl Store {
         } else {
             ("resource_type", "id", "target_type", "target_id")
         };
-        // Which (source type, parameters) to look in. A reverse lookup names them, one
-        // source type per statement, so that the value index (resource_type, param,
-        // target_id, …) serves it; a forward one starts from the resource's own rows.
-        let scopes: Vec<(Option<&str>, Vec<&str>)> = if reverse {
-            reverse_sources(inc)
-                .into_iter()
-                .map(|(source, params)| (Some(source), params))
-                .collect()
-        } else {
-            vec![(
-                inc.source_type.as_deref(),
-                inc.param.as_deref().into_iter().collect(),
-            )]
-        };
+        let chunks = group_by_type(from, CHUNK);
         let mut out = Vec::new();
-        for (source, params) in &scopes {
-            for chunk in group_by_type(from, CHUNK) {
+        for (source, params) in scopes(inc, reverse) {
+            for chunk in &chunks {
                 let mut cond = Cond::all()
                     .add(c(near_type).eq(chunk.0.as_str()))
                     .add(c(near_id).is_in(chunk.1.iter().map(String::as_str)))
@@ -465,7 +452,7 @@ impl Store {
                     .add(c("target_id").is_not_null())
                     .add(local_reference(&s, base_url));
                 if let Some(source) = source {
-                    cond = cond.add(c("resource_type").eq(*source));
+                    cond = cond.add(c("resource_type").eq(source));
                 }
                 if !params.is_empty() {
                     cond = cond.add(c("param").is_in(params.iter().copied()));
@@ -515,12 +502,18 @@ impl Store {
     }
 }
 
-/// `keys` grouped by type, in chunks of at most `chunk` ids.
-/// The reference parameters a `_revinclude` follows, by source type: the one it names, or
-/// every indexed reference parameter of its type (`Type:*`) or of every type (`*`). There
-/// is no index on reference targets alone: on every write it would cost each reference row
-/// one more B-tree insert, at a random place, for the sake of these wildcards.
-fn reverse_sources(inc: &Include) -> Vec<(&str, Vec<&str>)> {
+/// Where one include looks, as (source type, parameters) pairs, each one statement; no
+/// source type or no parameters means any. A forward include starts from the resources'
+/// own rows, so it takes what it names. A reverse one (`_revinclude`) names its source
+/// types and parameters even for `*` and `Type:*`, every indexed reference parameter of
+/// each type, so that the value index (resource_type, param, target_id, …) serves it: there
+/// is no index on reference targets alone, which would cost each reference row of every
+/// write one more B-tree insert, at a random place, for the sake of these wildcards.
+fn scopes(inc: &Include, reverse: bool) -> Vec<(Option<&str>, Vec<&str>)> {
+    let named: Vec<&str> = inc.param.as_deref().into_iter().collect();
+    if !reverse {
+        return vec![(inc.source_type.as_deref(), named)];
+    }
     let registry = fhir::search::r4_search();
     let types: Vec<&str> = match &inc.source_type {
         Some(t) => vec![t.as_str()],
@@ -529,20 +522,22 @@ fn reverse_sources(inc: &Include) -> Vec<(&str, Vec<&str>)> {
     types
         .into_iter()
         .filter_map(|t| {
-            let params: Vec<&str> = match &inc.param {
-                Some(p) => vec![p.as_str()],
-                None => registry
+            let params: Vec<&str> = if named.is_empty() {
+                registry
                     .params_for(t)
                     .iter()
                     .filter(|p| p.kind == ParamType::Reference && p.is_indexed())
                     .map(|p| p.code.as_str())
-                    .collect(),
+                    .collect()
+            } else {
+                named.clone()
             };
-            (!params.is_empty()).then_some((t, params))
+            (!params.is_empty()).then_some((Some(t), params))
         })
         .collect()
 }
 
+/// `keys` grouped by type, in chunks of at most `chunk` ids.
 fn group_by_type(keys: &[(String, String)], chunk: usize) -> Vec<(String, Vec<String>)> {
     let mut by_type: HashMap<&str, Vec<String>> = HashMap::new();
     for (t, id) in keys {
