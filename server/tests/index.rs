@@ -179,13 +179,20 @@ async fn composites_and_references_are_indexed(s: TestServer) {
     });
     let created = s.create(obs).await;
     let oid = created["id"].as_str().unwrap();
-    let n = s
-        .count(&format!(
-            "SELECT COUNT(*) AS n FROM search_reference WHERE resource_type = 'Observation' AND id = '{oid}' \
-             AND param = 'patient' AND target_type = 'Patient' AND target_id = '{pid}'"
-        ))
-        .await;
-    assert_eq!(n, 1);
+    let refs = |param: &str| {
+        format!(
+            "SELECT COUNT(*) AS n FROM search_reference WHERE resource_type = 'Observation' \
+             AND id = '{oid}' AND param = '{param}' AND target_type = 'Patient' \
+             AND target_id = '{pid}'"
+        )
+    };
+    assert_eq!(s.count(&refs("subject")).await, 1);
+    // `patient` is `subject` restricted to Patients: searches read the subject row.
+    assert_eq!(s.count(&refs("patient")).await, 0);
+    assert_eq!(
+        found(&s, &format!("Observation?patient={pid}")).await,
+        [oid]
+    );
     // component-code-value-quantity: code 8480-6 and value 120 share a group.
     let n = s
         .count(&format!(
@@ -197,6 +204,78 @@ async fn composites_and_references_are_indexed(s: TestServer) {
         ))
         .await;
     assert_eq!(n, 1);
+}
+
+/// The ids a search finds.
+async fn found(s: &TestServer, query: &str) -> Vec<String> {
+    let res = s.get(query).send().await.unwrap();
+    assert_eq!(res.status(), 200, "{query}");
+    let bundle: Value = res.json().await.unwrap();
+    bundle["entry"]
+        .as_array()
+        .map(|entries| {
+            entries
+                .iter()
+                .map(|e| e["resource"]["id"].as_str().unwrap().to_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// A database indexed before `Observation.patient` was answered from `subject` holds
+/// `patient` rows of its own: searches still read them, and `reindex` replaces them.
+async fn rows_of_a_derived_parameter_still_answer_until_reindexed(s: TestServer) {
+    let pid = s.create(patient("Subject")).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let obs = json!({
+        "resourceType": "Observation", "status": "final",
+        "code": { "coding": [{ "system": "http://loinc.org", "code": "8480-6" }] },
+        "subject": { "reference": format!("Patient/{pid}") }
+    });
+    let oid = s.create(obs).await["id"].as_str().unwrap().to_owned();
+    // Only a `patient` row left, as if the `subject` row had never been written.
+    let renamed = s
+        .tamper(&format!(
+            "UPDATE search_reference SET param = 'patient' \
+             WHERE resource_type = 'Observation' AND id = '{oid}' AND param = 'subject'"
+        ))
+        .await;
+    assert_eq!(renamed, 1);
+    let query = format!("Observation?patient=Patient/{pid}");
+    assert_eq!(found(&s, &query).await, std::slice::from_ref(&oid));
+    assert!(found(&s, &format!("Observation?subject={pid}"))
+        .await
+        .is_empty());
+
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_fhir-notary"))
+        .args([
+            "reindex",
+            "--type",
+            "Observation",
+            "--database-url",
+            &s.database_url,
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let params = s
+        .count(&format!(
+            "SELECT COUNT(*) AS n FROM search_reference \
+             WHERE resource_type = 'Observation' AND id = '{oid}' AND param = 'patient'"
+        ))
+        .await;
+    assert_eq!(params, 0);
+    assert_eq!(found(&s, &query).await, std::slice::from_ref(&oid));
+    assert_eq!(
+        found(&s, &format!("Observation?subject={pid}")).await,
+        [oid]
+    );
 }
 
 async fn reindex_rebuilds_what_was_lost(s: TestServer) {
@@ -254,5 +333,6 @@ backend_tests!(
     index_rows_follow_the_current_version,
     a_refused_write_leaves_no_index_rows,
     composites_and_references_are_indexed,
+    rows_of_a_derived_parameter_still_answer_until_reindexed,
     reindex_rebuilds_what_was_lost,
 );

@@ -640,6 +640,65 @@ async fn references_and_chains(s: TestServer) {
         set(&s, "Patient", &[("organization", "Organization/org1")]).await,
         of(&["p1"])
     );
+
+    // `patient` is `subject` restricted to Patients, answered from the subject rows.
+    assert_eq!(
+        set(&s, "Observation", &[("patient", "p1")]).await,
+        of(&["o1", "o2"])
+    );
+    assert_eq!(
+        set(&s, "Observation", &[("patient:missing", "true")]).await,
+        of(&["o6"])
+    );
+    assert_eq!(
+        set(&s, "Observation", &[("patient:Patient", "p2")]).await,
+        of(&["o3"])
+    );
+    assert_eq!(
+        ids(
+            &s,
+            "Observation",
+            &[("_sort", "patient"), ("patient:missing", "false")]
+        )
+        .await,
+        ["o1", "o2", "o5", "o3", "o4"]
+    );
+    // A logical reference typed Patient counts as one; o6's, untyped, does not.
+    put(
+        &s,
+        json!({"resourceType": "Observation", "id": "o7", "status": "final",
+            "code": {"text": "Other"},
+            "subject": {"type": "Patient",
+                "identifier": {"system": "http://hospital/mrn", "value": "777"}}}),
+    )
+    .await;
+    assert_eq!(
+        set(
+            &s,
+            "Observation",
+            &[("patient:identifier", "http://hospital/mrn|777")]
+        )
+        .await,
+        of(&["o7"])
+    );
+    assert_eq!(
+        set(
+            &s,
+            "Observation",
+            &[("patient:identifier", "http://hospital/mrn|999")]
+        )
+        .await,
+        of(&[])
+    );
+    assert_eq!(
+        set(
+            &s,
+            "Observation",
+            &[("subject:identifier", "http://hospital/mrn|999")]
+        )
+        .await,
+        of(&["o6"])
+    );
 }
 
 async fn reverse_chains(s: TestServer) {

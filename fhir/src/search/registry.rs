@@ -123,6 +123,9 @@ pub struct SearchParam {
     /// `string` for a date (`CarePlan.activity.detail.scheduled`), `Age` and `Range` for a
     /// date, an Attachment where a reference is expected…
     pub ignored_types: BTreeSet<String>,
+    /// For a reference parameter whose values are those of other parameters of the same
+    /// type that point to one resource type, which ones (see [`Derived`]).
+    pub derived: Option<Derived>,
 }
 
 impl SearchParam {
@@ -130,6 +133,30 @@ impl SearchParam {
     pub fn is_indexed(&self) -> bool {
         self.unsupported.is_none()
     }
+
+    /// Whether a store needs rows of its own for this parameter: it is indexed and not
+    /// [`Derived`] from others.
+    pub fn is_stored(&self) -> bool {
+        self.is_indexed() && self.derived.is_none()
+    }
+}
+
+/// A reference parameter that says no more than other reference parameters of the same
+/// type, restricted to one target type: `Observation.patient`
+/// (`Observation.subject.where(resolve() is Patient)`) is `Observation.subject`'s values that
+/// point to a Patient; `AuditEvent.patient` is `agent`'s and `entity`'s. A store can answer
+/// it from the sources' rows instead of writing the same references twice.
+///
+/// The one difference: `resolve()` needs a reference it can read the type from, where the
+/// sources' rows also carry the type of a Reference that has only `type` and an identifier
+/// (or a URL of another server). Answered from the sources, such a Reference to a Patient
+/// is found by `patient:identifier`, as a reader of `Reference.type` would expect.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Derived {
+    /// The codes of the parameters whose rows hold the values, sorted.
+    pub sources: Vec<String>,
+    /// The resource type the values point to.
+    pub target: String,
 }
 
 /// One component of a composite parameter.
@@ -251,6 +278,12 @@ impl SearchRegistry {
                 }
             }
         }
+        for params in by_type.values_mut() {
+            let derived: Vec<Option<Derived>> = params.iter().map(|p| derive(p, params)).collect();
+            for (p, d) in params.iter_mut().zip(derived) {
+                p.derived = d;
+            }
+        }
         Ok(SearchRegistry { by_type })
     }
 
@@ -305,6 +338,7 @@ fn build(
         unsupported: None,
         value_types: BTreeSet::new(),
         ignored_types: BTreeSet::new(),
+        derived: None,
     };
     let expr = match parsed {
         None => {
@@ -442,21 +476,74 @@ fn for_type(defs: &Definitions, expr: &Expr, ty: &str) -> Option<Expr> {
         .reduce(|a, b| Expr::Binary(BinOp::Union, Box::new(a), Box::new(b)))
 }
 
-/// The `T`s when every alternative ends in `.where(resolve() is T)`.
-fn resolve_targets(expr: &Expr) -> Option<Vec<String>> {
-    let mut targets = Vec::new();
-    for alt in expr.union_operands() {
-        let Expr::Call(Some(_), Function::Where, args) = alt else {
-            return None;
-        };
-        let [Expr::Type(TypeOp::Is, inner, t)] = args.as_slice() else {
-            return None;
-        };
-        if !matches!(**inner, Expr::Call(None, Function::Resolve, _)) {
+/// `param` as a [`Derived`] of `others` (the parameters of its type), when it is one: an
+/// indexed reference parameter whose every alternative is `X.where(resolve() is T)`, one
+/// `T` for all, and whose `X`s are exactly the alternatives of other indexed reference
+/// parameters that are not themselves filtered.
+fn derive(param: &SearchParam, others: &[SearchParam]) -> Option<Derived> {
+    if param.kind != ParamType::Reference || !param.is_indexed() {
+        return None;
+    }
+    let mut target: Option<&str> = None;
+    let mut receivers: Vec<&Expr> = Vec::new();
+    for alt in param.expression.as_ref()?.union_operands() {
+        let (receiver, t) = resolve_filter(alt)?;
+        if target.is_some_and(|known| known != t) {
             return None;
         }
-        if !targets.contains(t) {
-            targets.push(t.clone());
+        target = Some(t);
+        receivers.push(receiver);
+    }
+    let mut covered = vec![false; receivers.len()];
+    let mut sources = Vec::new();
+    for other in others {
+        if other.code == param.code || other.kind != ParamType::Reference || !other.is_indexed() {
+            continue;
+        }
+        let Some(expr) = &other.expression else {
+            continue;
+        };
+        let alts = expr.union_operands();
+        if alts.iter().any(|a| resolve_filter(a).is_some()) {
+            continue;
+        }
+        let places: Option<Vec<usize>> = alts
+            .iter()
+            .map(|a| receivers.iter().position(|r| r == a))
+            .collect();
+        if let Some(places) = places {
+            places.into_iter().for_each(|i| covered[i] = true);
+            sources.push(other.code.clone());
+        }
+    }
+    if sources.is_empty() || covered.contains(&false) {
+        return None;
+    }
+    sources.sort();
+    Some(Derived {
+        sources,
+        target: target?.to_owned(),
+    })
+}
+
+/// `(X, T)` of `X.where(resolve() is T)`.
+fn resolve_filter(alt: &Expr) -> Option<(&Expr, &str)> {
+    let Expr::Call(Some(receiver), Function::Where, args) = alt else {
+        return None;
+    };
+    let [Expr::Type(TypeOp::Is, inner, t)] = args.as_slice() else {
+        return None;
+    };
+    matches!(**inner, Expr::Call(None, Function::Resolve, _)).then_some((&**receiver, t.as_str()))
+}
+
+/// The `T`s when every alternative ends in `.where(resolve() is T)`.
+fn resolve_targets(expr: &Expr) -> Option<Vec<String>> {
+    let mut targets: Vec<String> = Vec::new();
+    for alt in expr.union_operands() {
+        let (_, t) = resolve_filter(alt)?;
+        if !targets.iter().any(|known| known == t) {
+            targets.push(t.to_owned());
         }
     }
     Some(targets)

@@ -203,6 +203,55 @@ fn keeps_the_alternatives_for_the_type() {
     );
 }
 
+#[test]
+fn finds_the_parameters_derived_from_others() {
+    let reg = r4_search();
+    let derived = |ty: &str, code: &str| {
+        reg.param(ty, code)
+            .unwrap()
+            .derived
+            .as_ref()
+            .map(|d| (d.sources.join(","), d.target.clone()))
+    };
+    let of = |sources: &str, target: &str| Some((sources.to_owned(), target.to_owned()));
+    assert_eq!(derived("Observation", "patient"), of("subject", "Patient"));
+    assert_eq!(
+        derived("AuditEvent", "patient"),
+        of("agent,entity", "Patient")
+    );
+    assert_eq!(
+        derived("Encounter", "practitioner"),
+        of("participant", "Practitioner")
+    );
+    // Its own element, not a filter of another parameter's.
+    assert_eq!(derived("AllergyIntolerance", "patient"), None);
+    assert_eq!(derived("Observation", "subject"), None);
+    // `Account.patient` filters `Account.subject`, which is a parameter too.
+    assert_eq!(derived("Account", "patient"), of("subject", "Patient"));
+    // A source must hold nothing but the filtered elements: `Group.member` is
+    // `Group.member.entity`, and no parameter is exactly that.
+    let mut all: Vec<(String, String, Derived)> = Vec::new();
+    for ty in reg.resource_types() {
+        for p in reg.params_for(ty) {
+            if let Some(d) = &p.derived {
+                all.push((ty.to_owned(), p.code.clone(), d.clone()));
+                assert!(p.is_indexed() && !p.is_stored());
+                for source in &d.sources {
+                    let s = reg.param(ty, source).unwrap();
+                    assert!(s.is_stored(), "{ty}.{} from {source}", p.code);
+                    assert!(s.kind == ParamType::Reference);
+                }
+            }
+        }
+    }
+    all.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
+    println!("{} derived parameters", all.len());
+    for (ty, code, d) in &all {
+        println!("{ty}.{code} = {} → {}", d.sources.join(" | "), d.target);
+    }
+    assert!(all.len() > 40, "{} derived parameters", all.len());
+}
+
 fn values(resource: &Value, code: &str) -> Vec<IndexValue> {
     extract(r4_search(), resource)
         .unwrap()

@@ -2,8 +2,8 @@
 //! index tables, with the value semantics listed in the parent module's documentation.
 
 use fhir::search::{
-    Criterion, DateSearch, Match, Modifier, ParamType, Prefix, ReferenceSearch, SearchRegistry,
-    SearchRequest, SearchValue, SortKey, SystemFilter, TokenSearch,
+    Criterion, DateSearch, Derived, Match, Modifier, ParamType, Prefix, ReferenceSearch,
+    SearchRegistry, SearchRequest, SearchValue, SortKey, SystemFilter, TokenSearch,
 };
 use sea_query::{Alias, Cond, Condition, Expr, LikeExpr, Query, SelectStatement, SimpleExpr};
 use time::OffsetDateTime;
@@ -59,6 +59,62 @@ pub(super) fn local_reference(s: &Alias, base_url: Option<&str>) -> Condition {
         ));
     }
     cond
+}
+
+/// The rows of index table alias `s` that hold parameter `code`'s values for resources of
+/// `types` (of every type when empty). For a type where the parameter is
+/// [derived](fhir::search::Derived), those are its sources' rows that point to its target.
+/// Its own code stays in the condition: a database indexed before the parameter was derived
+/// keeps such rows until `reindex` (or the resource's next write), and they say the same.
+pub(super) fn param_rows(
+    registry: &SearchRegistry,
+    s: &Alias,
+    types: &[&str],
+    code: &str,
+) -> Condition {
+    let col = |n: &str| Expr::col((s.clone(), Alias::new(n)));
+    let every: Vec<&str>;
+    let types = if types.is_empty() {
+        every = registry.resource_types().collect();
+        &every
+    } else {
+        types
+    };
+    let mut derived: Vec<(&Derived, Vec<&str>)> = Vec::new();
+    let mut plain = false;
+    for &t in types {
+        let Some(p) = registry.param(t, code) else {
+            continue;
+        };
+        match &p.derived {
+            None => plain = true,
+            Some(d) => match derived.iter_mut().find(|(known, _)| *known == d) {
+                Some((_, ts)) => ts.push(t),
+                None => derived.push((d, vec![t])),
+            },
+        }
+    }
+    let sources = |d: &Derived| -> Vec<String> {
+        std::iter::once(code.to_owned())
+            .chain(d.sources.iter().cloned())
+            .collect()
+    };
+    match derived.as_slice() {
+        [] => Cond::all().add(col("param").eq(code)),
+        [(d, _)] if !plain => Cond::all()
+            .add(col("param").is_in(sources(d)))
+            .add(col("target_type").eq(d.target.as_str())),
+        groups => groups
+            .iter()
+            .fold(Cond::any().add(col("param").eq(code)), |any, (d, ts)| {
+                any.add(
+                    Cond::all()
+                        .add(col("resource_type").is_in(ts.iter().copied()))
+                        .add(col("param").is_in(sources(d)))
+                        .add(col("target_type").eq(d.target.as_str())),
+                )
+            }),
+    }
 }
 
 /// Builds the conditions of one search, handing out table aliases.
@@ -118,10 +174,25 @@ impl<'a> SqlBuilder<'a> {
             let params = compartment.params(t);
             if !params.is_empty() {
                 any_link = true;
+                // A parameter derived from others that point to a Patient is their rows
+                // (the target type is required below).
+                let mut codes: Vec<&str> = Vec::new();
+                for code in params {
+                    codes.push(code);
+                    if let Some(d) = self
+                        .registry
+                        .param(t, code)
+                        .and_then(|p| p.derived.as_ref())
+                    {
+                        if d.target == "Patient" {
+                            codes.extend(d.sources.iter().map(String::as_str));
+                        }
+                    }
+                }
                 links = links.add(
                     Cond::all()
                         .add(col("resource_type").eq(t))
-                        .add(col("param").is_in(params.iter().map(String::as_str))),
+                        .add(col("param").is_in(codes)),
                 );
             }
         }
@@ -150,7 +221,17 @@ impl<'a> SqlBuilder<'a> {
         Cond::any().add(itself).add(Expr::exists(refs))
     }
 
-    /// `s.resource_type = r.resource_type AND s.id = r.id AND s.param = code`.
+    /// Rows `s` of resource `r` (of one of `types`) holding parameter `code`'s values (see
+    /// [`param_rows`]).
+    fn owned(&self, s: &Alias, r: &Alias, types: &[&str], code: &str) -> Condition {
+        Cond::all()
+            .add(Expr::col((s.clone(), R::ResourceType)).equals((r.clone(), R::ResourceType)))
+            .add(Expr::col((s.clone(), R::Id)).equals((r.clone(), R::Id)))
+            .add(param_rows(self.registry, s, types, code))
+    }
+
+    /// `s.resource_type = r.resource_type AND s.id = r.id AND s.param = code`: the rows of
+    /// exactly one index `param`, such as a composite's component.
     pub(super) fn owned_by(s: &Alias, r: &Alias, param: &str) -> Condition {
         Cond::all()
             .add(Expr::col((s.clone(), R::ResourceType)).equals((r.clone(), R::ResourceType)))
@@ -209,7 +290,7 @@ impl<'a> SqlBuilder<'a> {
                 } else {
                     m.param.code.clone()
                 };
-                let exists = Expr::exists(self.rows(&s, r, m.param.kind, &param, any));
+                let exists = Expr::exists(self.rows(&s, r, types, m.param.kind, &param, any));
                 if m.modifier == Some(Modifier::Not) {
                     Cond::all().add(exists).not()
                 } else {
@@ -227,7 +308,7 @@ impl<'a> SqlBuilder<'a> {
                     (param.kind, param.code.clone())
                 };
                 let s = self.alias("s");
-                let exists = Expr::exists(self.rows(&s, r, kind, &code, Cond::all()));
+                let exists = Expr::exists(self.rows(&s, r, types, kind, &code, Cond::all()));
                 if *missing {
                     Cond::all().add(exists).not()
                 } else {
@@ -243,7 +324,8 @@ impl<'a> SqlBuilder<'a> {
                 let t = self.alias("t");
                 let col = |n: &str| Expr::col((s.clone(), Alias::new(n)));
                 let inner = self.criterion(&t, &[target_type.as_str()], criterion)?;
-                let cond = Self::owned_by(&s, r, &param.code)
+                let cond = self
+                    .owned(&s, r, types, &param.code)
                     .add(col("target_type").eq(target_type.as_str()))
                     .add(local_reference(&s, self.base_url))
                     .add(
@@ -274,7 +356,12 @@ impl<'a> SqlBuilder<'a> {
                 let cond = Cond::all()
                     .add(col("target_type").equals((r.clone(), R::ResourceType)))
                     .add(col("target_id").equals((r.clone(), R::Id)))
-                    .add(col("param").eq(param.code.as_str()))
+                    .add(param_rows(
+                        self.registry,
+                        &s,
+                        &[source_type.as_str()],
+                        &param.code,
+                    ))
                     .add(col("resource_type").eq(source_type.as_str()))
                     .add(local_reference(&s, self.base_url))
                     .add(
@@ -330,11 +417,12 @@ impl<'a> SqlBuilder<'a> {
         }
     }
 
-    /// `SELECT 1 FROM <table of kind> s WHERE <s belongs to r, param code> AND cond`.
+    /// `SELECT 1 FROM <table of kind> s WHERE <s holds r's values of code> AND cond`.
     pub(super) fn rows(
         &self,
         s: &Alias,
         r: &Alias,
+        types: &[&str],
         kind: ParamType,
         code: &str,
         cond: Condition,
@@ -342,7 +430,7 @@ impl<'a> SqlBuilder<'a> {
         Query::select()
             .expr(Expr::cust("1"))
             .from_as(table(kind), s.clone())
-            .cond_where(Self::owned_by(s, r, code).add(cond))
+            .cond_where(self.owned(s, r, types, code).add(cond))
             .take()
     }
 
@@ -538,11 +626,15 @@ impl<'a> SqlBuilder<'a> {
                 kind: KeyKind::Int,
             }];
         }
-        req.sort.iter().map(|k| self.sort_key(r, k)).collect()
+        let types: Vec<&str> = req.resource_types.iter().map(String::as_str).collect();
+        req.sort
+            .iter()
+            .map(|k| self.sort_key(r, &types, k))
+            .collect()
     }
 
     /// `(SELECT MIN|MAX(column) FROM <index> s WHERE <s belongs to r>)`.
-    pub(super) fn sort_key(&mut self, r: &Alias, key: &SortKey) -> SortExpr {
+    pub(super) fn sort_key(&mut self, r: &Alias, types: &[&str], key: &SortKey) -> SortExpr {
         match key.param.code.as_str() {
             "_id" => {
                 return SortExpr {
@@ -577,7 +669,7 @@ impl<'a> SqlBuilder<'a> {
         let sub = Query::select()
             .expr(agg)
             .from_as(table(key.param.kind), s.clone())
-            .cond_where(Self::owned_by(&s, r, &key.param.code))
+            .cond_where(self.owned(&s, r, types, &key.param.code))
             .take();
         SortExpr {
             expr: SimpleExpr::SubQuery(None, Box::new(sub.into_sub_query_statement())),

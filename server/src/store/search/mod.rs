@@ -9,7 +9,11 @@
 //! criteria are AND-ed. `:not` and `:missing=true` are `NOT EXISTS`. A chain is an `EXISTS`
 //! over `search_reference` joined to the target's `resources` row, on which the nested
 //! criterion applies; `_has` is the same from the referring side. Composite values match
-//! when each component's row matches with the same `grp`.
+//! when each component's row matches with the same `grp`. A reference parameter
+//! [derived](fhir::search::Derived) from others (`Observation.patient`, the `subject`s that
+//! point to a Patient) has no rows of its own: wherever a query names it (criteria, chains,
+//! `_has`, `_sort`, includes, the Patient compartment), it reads its sources' rows with that
+//! target type.
 //!
 //! Value semantics, per type (search value `[s, e)`, stored date range `[lo, hi)`):
 //! - string: prefix of the normalized form (`LIKE 'x%'`), `:contains` a substring of it,
@@ -58,7 +62,7 @@ use sqlx::Row;
 mod criteria;
 
 pub(crate) use criteria::is_resource_column;
-use criteria::{local_reference, SqlBuilder};
+use criteria::{local_reference, param_rows, SqlBuilder};
 
 use super::schema::{ResourceVersions as V, Resources as R};
 use super::{select_versions, version_from_row, Store, StoreResult, VersionRecord};
@@ -442,6 +446,7 @@ impl Store {
             ("resource_type", "id", "target_type", "target_id")
         };
         let chunks = group_by_type(from, CHUNK);
+        let registry = fhir::search::r4_search();
         let mut out = Vec::new();
         for (source, params) in scopes(inc, reverse) {
             for chunk in &chunks {
@@ -454,8 +459,14 @@ impl Store {
                 if let Some(source) = source {
                     cond = cond.add(c("resource_type").eq(source));
                 }
-                if !params.is_empty() {
-                    cond = cond.add(c("param").is_in(params.iter().copied()));
+                match params.as_slice() {
+                    [] => {}
+                    // A named parameter may be derived from others (`Observation:patient`).
+                    [code] if inc.param.is_some() => {
+                        cond = cond.add(param_rows(registry, &s, source.as_slice(), code));
+                    }
+                    // A wildcard's list holds the sources of any derived parameter in it.
+                    many => cond = cond.add(c("param").is_in(many.iter().copied())),
                 }
                 if let Some(target) = &inc.target_type {
                     cond = cond.add(c("target_type").eq(target.as_str()));
