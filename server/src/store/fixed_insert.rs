@@ -16,6 +16,19 @@ use sqlx::Any;
 /// take at most `n / 128 + 7` statements.
 const SIZES: [usize; 8] = [128, 64, 32, 16, 8, 4, 2, 1];
 
+/// What a statement does when one of its rows breaks a constraint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum OnError {
+    /// Undo the rows it inserted before (SQLite's default, `ABORT`). To be able to, SQLite
+    /// keeps a statement journal: a copy of each page the statement changes, taken before
+    /// its first change.
+    UndoStatement,
+    /// Stop and leave them (`INSERT OR FAIL`): no statement journal. For tables without
+    /// unique constraints, written in transactions that every error rolls back whole (so
+    /// a half-done statement is never committed).
+    Stop,
+}
+
 /// A query of [`FixedInsert`]'s statements, borrowing its values for `'q`.
 pub(crate) type AnyQuery<'q> = Query<'q, Any, AnyArguments<'q>>;
 
@@ -27,10 +40,19 @@ pub(crate) struct FixedInsert {
 
 impl FixedInsert {
     /// Statements inserting `columns` of `table`, returning `returning` when not empty.
-    pub(crate) fn new(table: &str, columns: &[String], returning: &str) -> FixedInsert {
+    pub(crate) fn new(
+        table: &str,
+        columns: &[String],
+        returning: &str,
+        on_error: OnError,
+    ) -> FixedInsert {
         let row = format!("({})", vec!["?"; columns.len()].join(", "));
+        let verb = match on_error {
+            OnError::UndoStatement => "INSERT",
+            OnError::Stop => "INSERT OR FAIL",
+        };
         let texts = SIZES.map(|n| {
-            let mut sql = format!("INSERT INTO {table} ({}) VALUES ", columns.join(", "));
+            let mut sql = format!("{verb} INTO {table} ({}) VALUES ", columns.join(", "));
             sql.push_str(&vec![row.as_str(); n].join(", "));
             if !returning.is_empty() {
                 sql.push_str(" RETURNING ");
@@ -90,7 +112,12 @@ mod tests {
 
     #[test]
     fn chunks_cover_every_row_once_in_order_with_matching_statements() {
-        let insert = FixedInsert::new("t", &["a".to_owned(), "b".to_owned()], "");
+        let insert = FixedInsert::new(
+            "t",
+            &["a".to_owned(), "b".to_owned()],
+            "",
+            OnError::UndoStatement,
+        );
         for n in [0usize, 1, 2, 3, 7, 127, 128, 129, 300, 1000] {
             let rows: Vec<usize> = (0..n).collect();
             let mut seen = Vec::new();
@@ -107,7 +134,7 @@ mod tests {
 
     #[test]
     fn statements_name_the_table_columns_and_returning() {
-        let insert = FixedInsert::new("v", &["x".to_owned()], "seq, id");
+        let insert = FixedInsert::new("v", &["x".to_owned()], "seq, id", OnError::UndoStatement);
         let rows = [(); 3];
         let texts: Vec<&str> = insert.chunks(&rows).map(|(sql, _)| sql).collect();
         assert_eq!(
@@ -117,5 +144,8 @@ mod tests {
                 "INSERT INTO v (x) VALUES (?) RETURNING seq, id",
             ]
         );
+        let insert = FixedInsert::new("s", &["x".to_owned()], "", OnError::Stop);
+        let texts: Vec<&str> = insert.chunks(&rows[..1]).map(|(sql, _)| sql).collect();
+        assert_eq!(texts, ["INSERT OR FAIL INTO s (x) VALUES (?)"]);
     }
 }

@@ -12,7 +12,7 @@ use sea_query_binder::SqlxBinder;
 use serde_json::{json, Value};
 use sqlx::{Any, Transaction};
 
-use super::fixed_insert::{bind_json, FixedInsert};
+use super::fixed_insert::{bind_json, FixedInsert, OnError};
 use super::schema::SearchIndex as S;
 use super::{micros, Backend, StoreError, StoreResult};
 
@@ -326,9 +326,14 @@ pub(crate) enum Rendered {
     Postgres(Vec<String>),
 }
 
-/// Each index table's prepared inserts (SQLite).
+/// Each index table's prepared inserts (SQLite). `OR FAIL`: the tables have no unique
+/// constraints, every error rolls the write's transaction back, and SQLite then keeps no
+/// statement journal, which copied each page a batch's statement touched (for the
+/// AuditEvent trail, about one page per event in the reference index) before changing it.
 static SQLITE_INSERTS: std::sync::LazyLock<[FixedInsert; 7]> = std::sync::LazyLock::new(|| {
-    std::array::from_fn(|table| FixedInsert::new(TABLES[table], &COLUMN_NAMES[table], ""))
+    std::array::from_fn(|table| {
+        FixedInsert::new(TABLES[table], &COLUMN_NAMES[table], "", OnError::Stop)
+    })
 });
 
 impl IndexRows {

@@ -9,7 +9,7 @@ use serde_json::Value;
 use sqlx::Row;
 use time::OffsetDateTime;
 
-use crate::store::fixed_insert::FixedInsert;
+use crate::store::fixed_insert::{FixedInsert, OnError};
 use crate::store::index::Rendered;
 
 use super::{next_last_updated, stamp, WriteTx, ENTRY_COLUMNS, POINTER_COLUMNS, VERSION_COLUMNS};
@@ -287,9 +287,20 @@ static SQLITE_INSERTS: std::sync::LazyLock<SqliteInserts> = std::sync::LazyLock:
             "resource_versions",
             &names(&VERSION_COLUMNS),
             "seq, resource_type, id",
+            OnError::UndoStatement,
         ),
-        entries: FixedInsert::new("ledger_entries", &names(&ENTRY_COLUMNS), ""),
-        pointers: FixedInsert::new("resources", &names(&POINTER_COLUMNS), ""),
+        entries: FixedInsert::new(
+            "ledger_entries",
+            &names(&ENTRY_COLUMNS),
+            "",
+            OnError::UndoStatement,
+        ),
+        pointers: FixedInsert::new(
+            "resources",
+            &names(&POINTER_COLUMNS),
+            "",
+            OnError::UndoStatement,
+        ),
     }
 });
 
