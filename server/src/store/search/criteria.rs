@@ -290,11 +290,26 @@ impl<'a> SqlBuilder<'a> {
                 } else {
                     m.param.code.clone()
                 };
-                let exists = Expr::exists(self.rows(&s, r, types, m.param.kind, &param, any));
-                if m.modifier == Some(Modifier::Not) {
-                    Cond::all().add(exists).not()
-                } else {
-                    Cond::all().add(exists)
+                match types {
+                    // One type: the ids the index rows name, found once (see `ids_matching`).
+                    [one] if m.modifier != Some(Modifier::Not) => Cond::all().add(
+                        Expr::col((r.clone(), R::Id)).in_subquery(self.ids_matching(
+                            &s,
+                            one,
+                            m.param.kind,
+                            &param,
+                            any,
+                        )),
+                    ),
+                    _ => {
+                        let exists =
+                            Expr::exists(self.rows(&s, r, types, m.param.kind, &param, any));
+                        if m.modifier == Some(Modifier::Not) {
+                            Cond::all().add(exists).not()
+                        } else {
+                            Cond::all().add(exists)
+                        }
+                    }
                 }
             }
             Criterion::Missing { param, missing } => {
@@ -431,6 +446,33 @@ impl<'a> SqlBuilder<'a> {
             .expr(Expr::cust("1"))
             .from_as(table(kind), s.clone())
             .cond_where(self.owned(s, r, types, code).add(cond))
+            .take()
+    }
+
+    /// `SELECT s.id FROM <table of kind> s WHERE s.resource_type = resource_type AND <s
+    /// holds code's values> AND cond`: not correlated with the candidate, so the database
+    /// runs it once and looks the candidates up by id. SQLite runs a correlated `EXISTS` for
+    /// every resource of the type instead, and on its value index the correlation (`id`)
+    /// is not part of the key: `Observation?subject=Patient/x` over the Synthea set read
+    /// each Observation's row against all of that Patient's rows, 26 s for 50 results;
+    /// this form takes milliseconds.
+    fn ids_matching(
+        &self,
+        s: &Alias,
+        resource_type: &str,
+        kind: ParamType,
+        code: &str,
+        cond: Condition,
+    ) -> SelectStatement {
+        Query::select()
+            .column((s.clone(), R::Id))
+            .from_as(table(kind), s.clone())
+            .cond_where(
+                Cond::all()
+                    .add(Expr::col((s.clone(), R::ResourceType)).eq(resource_type))
+                    .add(param_rows(self.registry, s, &[resource_type], code))
+                    .add(cond),
+            )
             .take()
     }
 
