@@ -339,8 +339,19 @@ impl<'a> SqlBuilder<'a> {
                 let t = self.alias("t");
                 let col = |n: &str| Expr::col((s.clone(), Alias::new(n)));
                 let inner = self.criterion(&t, &[target_type.as_str()], criterion)?;
-                let cond = self
-                    .owned(&s, r, types, &param.code)
+                // On one type, not correlated with `r` (as in `ids_matching`): the database
+                // finds the targets meeting the inner criterion, then the references to them.
+                let one = match types {
+                    [one] => Some(*one),
+                    _ => None,
+                };
+                let rows = match one {
+                    Some(one) => Cond::all()
+                        .add(col("resource_type").eq(one))
+                        .add(param_rows(self.registry, &s, &[one], &param.code)),
+                    None => self.owned(&s, r, types, &param.code),
+                };
+                let cond = rows
                     .add(col("target_type").eq(target_type.as_str()))
                     .add(local_reference(&s, self.base_url))
                     .add(
@@ -350,14 +361,18 @@ impl<'a> SqlBuilder<'a> {
                     .add(Expr::col((t.clone(), R::Id)).equals((s.clone(), Alias::new("target_id"))))
                     .add(Expr::col((t.clone(), R::Deleted)).eq(0))
                     .add(inner);
-                Cond::all().add(Expr::exists(
-                    Query::select()
-                        .expr(Expr::cust("1"))
-                        .from_as(Alias::new("search_reference"), s.clone())
-                        .from_as(R::Table, t.clone())
-                        .cond_where(cond)
-                        .take(),
-                ))
+                let mut select = Query::select();
+                select
+                    .from_as(Alias::new("search_reference"), s.clone())
+                    .from_as(R::Table, t.clone())
+                    .cond_where(cond);
+                match one {
+                    Some(_) => Cond::all().add(
+                        Expr::col((r.clone(), R::Id))
+                            .in_subquery(select.column((s.clone(), R::Id)).take()),
+                    ),
+                    None => Cond::all().add(Expr::exists(select.expr(Expr::cust("1")).take())),
+                }
             }
             Criterion::Has {
                 source_type,
