@@ -117,6 +117,17 @@ pub(super) fn param_rows(
     }
 }
 
+/// How a criterion on one resource type finds its resources.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Lookup {
+    /// `r.id IN (SELECT s.id …)`: the matching ids listed once, from the value index.
+    Ids,
+    /// A correlated `EXISTS`, probed per candidate through the `(resource_type, id)` index:
+    /// for a range beside an equality criterion. On the Synthea set, a LOINC code and a
+    /// date range: 10 ms this way, 70 ms listing the date's ids too (most Observations).
+    PerCandidate,
+}
+
 /// Builds the conditions of one search, handing out table aliases.
 pub(super) struct SqlBuilder<'a> {
     registry: &'static SearchRegistry,
@@ -150,8 +161,24 @@ impl<'a> SqlBuilder<'a> {
                 cond = cond.add(Expr::col((r.clone(), R::ResourceType)).is_in(many.iter().copied()))
             }
         }
+        // A range (date, number, quantity) matches much of its type; when an equality
+        // criterion finds the candidates, probing the range per candidate beats listing
+        // every resource in it (see `Lookup`).
+        let equality = req.criteria.iter().any(|c| {
+            matches!(c, Criterion::Match(m)
+                if !m.param.kind.is_ordered()
+                    && m.param.kind != ParamType::Composite
+                    && m.modifier != Some(Modifier::Not)
+                    && !is_resource_column(&m.param.code))
+        });
         for c in &req.criteria {
-            cond = cond.add(self.criterion(r, &types, c)?);
+            let lookup = match c {
+                Criterion::Match(m) if equality && m.param.kind.is_ordered() => {
+                    Lookup::PerCandidate
+                }
+                _ => Lookup::Ids,
+            };
+            cond = cond.add(self.criterion(r, &types, c, lookup)?);
         }
         Ok(cond)
     }
@@ -258,6 +285,7 @@ impl<'a> SqlBuilder<'a> {
         r: &Alias,
         types: &[&str],
         c: &Criterion,
+        lookup: Lookup,
     ) -> StoreResult<Condition> {
         Ok(match c {
             Criterion::Match(m) if is_resource_column(&m.param.code) => self.on_resource(r, m),
@@ -292,15 +320,17 @@ impl<'a> SqlBuilder<'a> {
                 };
                 match types {
                     // One type: the ids the index rows name, found once (see `ids_matching`).
-                    [one] if m.modifier != Some(Modifier::Not) => Cond::all().add(
-                        Expr::col((r.clone(), R::Id)).in_subquery(self.ids_matching(
-                            &s,
-                            one,
-                            m.param.kind,
-                            &param,
-                            any,
-                        )),
-                    ),
+                    [one] if m.modifier != Some(Modifier::Not) && lookup == Lookup::Ids => {
+                        Cond::all().add(
+                            Expr::col((r.clone(), R::Id)).in_subquery(self.ids_matching(
+                                &s,
+                                one,
+                                m.param.kind,
+                                &param,
+                                any,
+                            )),
+                        )
+                    }
                     _ => {
                         let exists =
                             Expr::exists(self.rows(&s, r, types, m.param.kind, &param, any));
@@ -338,7 +368,7 @@ impl<'a> SqlBuilder<'a> {
                 let s = self.alias("s");
                 let t = self.alias("t");
                 let col = |n: &str| Expr::col((s.clone(), Alias::new(n)));
-                let inner = self.criterion(&t, &[target_type.as_str()], criterion)?;
+                let inner = self.criterion(&t, &[target_type.as_str()], criterion, Lookup::Ids)?;
                 // On one type, not correlated with `r` (as in `ids_matching`): the database
                 // finds the targets meeting the inner criterion, then the references to them.
                 let one = match types {
@@ -382,7 +412,7 @@ impl<'a> SqlBuilder<'a> {
                 let s = self.alias("s");
                 let t = self.alias("t");
                 let col = |n: &str| Expr::col((s.clone(), Alias::new(n)));
-                let inner = self.criterion(&t, &[source_type.as_str()], criterion)?;
+                let inner = self.criterion(&t, &[source_type.as_str()], criterion, Lookup::Ids)?;
                 let cond = Cond::all()
                     .add(col("target_type").equals((r.clone(), R::ResourceType)))
                     .add(col("target_id").equals((r.clone(), R::Id)))
