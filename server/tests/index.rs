@@ -206,6 +206,16 @@ async fn composites_and_references_are_indexed(s: TestServer) {
     assert_eq!(n, 1);
 }
 
+/// Runs `fhir-notary reindex` with `args` against the server's database.
+fn reindex(s: &TestServer, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_fhir-notary"))
+        .arg("reindex")
+        .args(args)
+        .args(["--database-url", &s.database_url])
+        .output()
+        .unwrap()
+}
+
 /// The ids a search finds.
 async fn found(s: &TestServer, query: &str) -> Vec<String> {
     let res = s.get(query).send().await.unwrap();
@@ -249,16 +259,7 @@ async fn rows_of_a_derived_parameter_still_answer_until_reindexed(s: TestServer)
         .await
         .is_empty());
 
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_fhir-notary"))
-        .args([
-            "reindex",
-            "--type",
-            "Observation",
-            "--database-url",
-            &s.database_url,
-        ])
-        .output()
-        .unwrap();
+    let out = reindex(&s, &["--type", "Observation"]);
     assert!(
         out.status.success(),
         "{}",
@@ -293,10 +294,7 @@ async fn reindex_rebuilds_what_was_lost(s: TestServer) {
     s.tamper("DELETE FROM search_string").await;
     s.tamper("DELETE FROM search_token WHERE param = 'gender'")
         .await;
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_fhir-notary"))
-        .args(["reindex", "--batch", "3", "--database-url", &s.database_url])
-        .output()
-        .unwrap();
+    let out = reindex(&s, &["--batch", "3"]);
     assert!(
         out.status.success(),
         "{}",
@@ -316,16 +314,7 @@ async fn reindex_rebuilds_what_was_lost(s: TestServer) {
             .await,
         7
     );
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_fhir-notary"))
-        .args([
-            "reindex",
-            "--type",
-            "NotAType",
-            "--database-url",
-            &s.database_url,
-        ])
-        .output()
-        .unwrap();
+    let out = reindex(&s, &["--type", "NotAType"]);
     assert!(!out.status.success());
 }
 

@@ -376,9 +376,7 @@ impl<'a> SqlBuilder<'a> {
                     _ => None,
                 };
                 let rows = match one {
-                    Some(one) => Cond::all()
-                        .add(col("resource_type").eq(one))
-                        .add(param_rows(self.registry, &s, &[one], &param.code)),
+                    Some(one) => self.of_type(&s, one, &param.code),
                     None => self.owned(&s, r, types, &param.code),
                 };
                 let cond = rows
@@ -512,13 +510,16 @@ impl<'a> SqlBuilder<'a> {
         Query::select()
             .column((s.clone(), R::Id))
             .from_as(table(kind), s.clone())
-            .cond_where(
-                Cond::all()
-                    .add(Expr::col((s.clone(), R::ResourceType)).eq(resource_type))
-                    .add(param_rows(self.registry, s, &[resource_type], code))
-                    .add(cond),
-            )
+            .cond_where(self.of_type(s, resource_type, code).add(cond))
             .take()
+    }
+
+    /// Rows `s` of resources of `resource_type` holding parameter `code`'s values, whichever
+    /// resource they belong to (see [`param_rows`]).
+    fn of_type(&self, s: &Alias, resource_type: &str, code: &str) -> Condition {
+        Cond::all()
+            .add(Expr::col((s.clone(), R::ResourceType)).eq(resource_type))
+            .add(param_rows(self.registry, s, &[resource_type], code))
     }
 
     /// One composite value: rows for every component, tied by `grp`.

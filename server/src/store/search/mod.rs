@@ -4,11 +4,15 @@
 //!
 //! # The query
 //! Candidates are current, non-deleted rows of `resources` (alias `r`) of the searched
-//! types. Each criterion is an `EXISTS` over the index table of its parameter's type,
-//! correlated on `(resource_type, id)`: the values of one criterion are OR-ed inside it,
-//! criteria are AND-ed. `:not` and `:missing=true` are `NOT EXISTS`. A chain is an `EXISTS`
-//! over `search_reference` joined to the target's `resources` row, on which the nested
-//! criterion applies; `_has` is the same from the referring side. Composite values match
+//! types. Each criterion is a condition over the index table of its parameter's type: the
+//! values of one criterion are OR-ed inside it, criteria are AND-ed. On one resource type
+//! a criterion is `r.id IN (SELECT s.id …)`, the matching ids found once through the value
+//! index; a date, number or quantity criterion beside an equality one, `:not`,
+//! `:missing` and searches over several types are an `EXISTS` correlated on
+//! `(resource_type, id)`, probed per candidate (`:not` and `:missing=true` as
+//! `NOT EXISTS`). A chain is the same over `search_reference` joined to the target's
+//! `resources` row, on which the nested criterion applies; `_has` is an `EXISTS` from the
+//! referring side. Composite values match
 //! when each component's row matches with the same `grp`. A reference parameter
 //! [derived](fhir::search::Derived) from others (`Observation.patient`, the `subject`s that
 //! point to a Patient) has no rows of its own: wherever a query names it (criteria, chains,
