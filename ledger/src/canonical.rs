@@ -24,7 +24,13 @@ pub fn canonical_json(value: &Value) -> Result<String, Error> {
 
 /// SHA-256 of the UTF-8 bytes of [`canonical_json`]: the content hash of a resource version.
 pub fn content_hash(value: &Value) -> Result<Hash, Error> {
-    Ok(Sha256::digest(canonical_json(value)?.as_bytes()).into())
+    Ok(content_hash_of_canonical(&canonical_json(value)?))
+}
+
+/// [`content_hash`] of a value whose [`canonical_json`] is `canonical`, for a writer that
+/// produces the canonical form itself.
+pub fn content_hash_of_canonical(canonical: &str) -> Hash {
+    Sha256::digest(canonical.as_bytes()).into()
 }
 
 /// The value that stands for a deleted version: `resourceType`, `id`, `versionId` (the

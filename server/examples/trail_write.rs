@@ -1,6 +1,7 @@
-//! The AuditEvent trail's cost in the store alone, without HTTP: prepares and writes batches
-//! of AuditEvents shaped like the ones a read records, as the trail does, one batch at a
-//! time, and prints the time per event and the percentiles of a batch's write.
+//! The AuditEvent trail's cost in the store alone, without HTTP: prepares (from their JSON,
+//! as the middleware queues them) and writes batches of AuditEvents shaped like the ones a
+//! read records, as the trail does, one batch at a time, and prints the time per event and
+//! the percentiles of a batch's write.
 //!
 //!     cargo run --release -p fhir-notary --example trail_write -- [DATABASE_URL] [BATCHES]
 //!
@@ -12,10 +13,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use server::audit_trail::BATCH;
-use server::store::{NewResource, PreparedCreates, Store, WriteContext};
+use server::store::{Store, WriteContext};
 
 /// An AuditEvent as the trail records one for `GET /fhir/Patient/{id}` by an admin token.
-fn read_event(patient: &str, recorded: &str) -> Value {
+pub fn read_event(patient: &str, recorded: &str) -> Value {
     json!({
         "resourceType": "AuditEvent",
         "type": {
@@ -106,15 +107,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let started = Instant::now();
     for b in 0..batches {
         let recorded = fhir::primitives::format_instant(time::OffsetDateTime::now_utc());
-        let mut batch: Vec<NewResource> = (0..BATCH)
-            .map(|_| NewResource {
-                resource_type: "AuditEvent".into(),
-                id: uuid::Uuid::now_v7().to_string(),
-                resource: read_event(&uuid::Uuid::new_v4().to_string(), &recorded),
-            })
+        let batch: Vec<String> = (0..BATCH)
+            .map(|_| read_event(&uuid::Uuid::new_v4().to_string(), &recorded).to_string())
             .collect();
         let t = Instant::now();
-        let prepared = PreparedCreates::new(store.backend(), &mut batch)?;
+        let prepared = server::audit_trail::prepare(store.backend(), batch)?;
         prepare += t.elapsed();
         let t = Instant::now();
         let mut tx = store

@@ -19,6 +19,7 @@
 //! stopped) writes what is still queued before the process exits. The API refuses to
 //! create, update or delete AuditEvents for everyone ([`crate::auth`]).
 
+use std::borrow::Cow;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
@@ -36,7 +37,9 @@ use tokio::sync::{mpsc, Notify};
 use crate::auth::{Principal, Refused};
 use crate::http::request_id::RequestId;
 use crate::http::AppState;
-use crate::store::{NewResource, PreparedCreates, Store, StoreError, VersionRecord, WriteContext};
+use crate::store::{PreparedCreates, Store, StoreError, VersionRecord, WriteContext};
+
+mod stored;
 
 /// Events queued before a request has to wait for the writer. With the batches in flight,
 /// at most `CAPACITY + WRITERS * BATCH` (9,216) events are held in memory, not yet stored.
@@ -192,12 +195,7 @@ async fn store_batch(store: Store, batch: Vec<Queued>, shutting_down: bool) {
     let lost = batch.len();
     let first = batch.first().map(|q| q.id.clone());
     let backend = store.backend();
-    let prepared = tokio::task::spawn_blocking(move || -> Result<PreparedCreates, StoreError> {
-        let mut resources = resources(&batch)
-            .map_err(|e| StoreError::Corrupt(format!("an AuditEvent does not parse: {e}")))?;
-        PreparedCreates::new(backend, &mut resources)
-    })
-    .await;
+    let prepared = tokio::task::spawn_blocking(move || stored::prepare(backend, &batch)).await;
     let prepared = match prepared {
         Ok(Ok(prepared)) => prepared,
         Ok(Err(e)) => {
@@ -248,18 +246,14 @@ fn with_ids(events: Vec<String>) -> Vec<Queued> {
         .collect()
 }
 
-/// Queued events as resources to create.
-fn resources(batch: &[Queued]) -> serde_json::Result<Vec<NewResource>> {
-    batch
-        .iter()
-        .map(|q| {
-            Ok(NewResource {
-                resource_type: "AuditEvent".to_owned(),
-                id: q.id.clone(),
-                resource: serde_json::from_str(&q.json)?,
-            })
-        })
-        .collect()
+/// `events` (AuditEvents' JSON, as the middleware queues them) made ready to be written
+/// in one transaction, with new ids, as the trail prepares a batch; for measuring the
+/// trail's cost without HTTP (`examples/trail_write.rs`).
+pub fn prepare(
+    backend: crate::store::Backend,
+    events: Vec<String>,
+) -> Result<PreparedCreates, StoreError> {
+    stored::prepare(backend, &with_ids(events))
 }
 
 /// Whether the batch whose first event has id `first`, written in one transaction, is
@@ -440,35 +434,44 @@ fn event<'a>(seen: &'a Seen<'a>) -> Event<'a> {
                 Some("information recipient"),
             )],
         },
-        who: Who::Display {
-            display: "anonymous",
+        who: Who {
+            display: Some("anonymous".into()),
+            ..Who::default()
         },
         alt_id: None,
         role: None,
         network: seen.address.map(|address| Network {
-            address,
-            type_: "2",
+            address: address.into(),
+            type_: "2".into(),
         }),
     };
     if let Some(p) = seen.principal {
         agent.who = match &p.fhir_user {
-            Some(u) => Who::Reference { reference: u },
-            None => Who::Identifier {
-                identifier: Identifier { value: &p.subject },
-                display: &p.subject,
+            Some(u) => Who {
+                reference: Some(u.as_str().into()),
+                ..Who::default()
+            },
+            None => Who {
+                identifier: Some(Identifier {
+                    value: p.subject.as_str().into(),
+                }),
+                display: Some(p.subject.as_str().into()),
+                ..Who::default()
             },
         };
         // Only the token's subject is known of the user (`name` would repeat it, and
         // every element costs index rows on each event).
-        agent.alt_id = Some(&p.subject);
+        agent.alt_id = Some(p.subject.as_str().into());
         agent.role = p.role.map(|role| {
             [Text {
-                text: role.as_str(),
+                text: role.as_str().into(),
             }]
         });
     }
     let object = |reference: String| Entity {
-        what: Some(Reference { reference }),
+        what: Some(Reference {
+            reference: reference.into(),
+        }),
         type_: Coding::new(ENTITY_TYPE, "2", Some("System Object")),
         role: None,
         query: None,
@@ -488,7 +491,7 @@ fn event<'a>(seen: &'a Seen<'a>) -> Event<'a> {
     }
     entity.extend(patients.into_iter().map(|id| Entity {
         what: Some(Reference {
-            reference: format!("Patient/{id}"),
+            reference: format!("Patient/{id}").into(),
         }),
         type_: Coding::new(ENTITY_TYPE, "1", Some("Person")),
         role: Some(Coding::new(OBJECT_ROLE, "1", Some("Patient"))),
@@ -499,7 +502,11 @@ fn event<'a>(seen: &'a Seen<'a>) -> Event<'a> {
             what: None,
             type_: Coding::new(ENTITY_TYPE, "2", Some("System Object")),
             role: Some(Coding::new(OBJECT_ROLE, "24", Some("Query"))),
-            query: Some(base64::engine::general_purpose::STANDARD.encode(seen.query)),
+            query: Some(
+                base64::engine::general_purpose::STANDARD
+                    .encode(seen.query)
+                    .into(),
+            ),
         });
     }
     let mut description = format!("{} {} answered {}", seen.method, seen.path, seen.status);
@@ -518,21 +525,21 @@ fn event<'a>(seen: &'a Seen<'a>) -> Event<'a> {
         "http://hl7.org/fhir/restful-interaction"
     };
     Event {
-        resource_type: "AuditEvent",
+        resource_type: "AuditEvent".into(),
         type_: Coding::new(
             "http://terminology.hl7.org/CodeSystem/audit-event-type",
             "rest",
             Some("RESTful Operation"),
         ),
         subtype: [Coding::new(system, addressed.interaction, None)],
-        action: addressed.action,
-        recorded: fhir::primitives::format_instant(OffsetDateTime::now_utc()),
-        outcome,
-        outcome_desc: description,
+        action: addressed.action.into(),
+        recorded: fhir::primitives::format_instant(OffsetDateTime::now_utc()).into(),
+        outcome: outcome.into(),
+        outcome_desc: description.into(),
         agent: [agent],
         source: Source {
             observer: Display {
-                display: "FHIR Notary",
+                display: "FHIR Notary".into(),
             },
             type_: [Coding::new(
                 "http://terminology.hl7.org/CodeSystem/security-source-type",
@@ -547,121 +554,155 @@ fn event<'a>(seen: &'a Seen<'a>) -> Event<'a> {
 const ENTITY_TYPE: &str = "http://terminology.hl7.org/CodeSystem/audit-entity-type";
 const OBJECT_ROLE: &str = "http://terminology.hl7.org/CodeSystem/object-role";
 
-/// An AuditEvent as [`event`] makes them (members in the order they are written).
-#[derive(Debug, serde::Serialize)]
+/// An AuditEvent as [`event`] makes them. Serialized as the middleware sends it; read
+/// back, borrowing from that text, where the trail prepares a batch ([`stored`]).
+///
+/// Every struct below lists its members in name order (after `resourceType` here): the
+/// canonical form a content hash is computed from (RFC 8785) orders members by name, so
+/// [`stored`] writes that form straight from these members as serde writes them. The test
+/// `stored::tests::typed_preparation_matches_the_generic_one` checks it over every kind of
+/// event.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 #[serde(rename_all = "camelCase")]
 struct Event<'a> {
-    resource_type: &'static str,
-    #[serde(rename = "type")]
-    type_: Coding<'a>,
-    subtype: [Coding<'a>; 1],
-    action: &'static str,
-    recorded: String,
-    outcome: &'static str,
-    outcome_desc: String,
+    #[serde(borrow)]
+    resource_type: Cow<'a, str>,
+    #[serde(borrow)]
+    action: Cow<'a, str>,
+    #[serde(borrow)]
     agent: [Agent<'a>; 1],
-    source: Source,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    entity: Vec<Entity>,
+    #[serde(borrow, default, skip_serializing_if = "Vec::is_empty")]
+    entity: Vec<Entity<'a>>,
+    #[serde(borrow)]
+    outcome: Cow<'a, str>,
+    #[serde(borrow)]
+    outcome_desc: Cow<'a, str>,
+    #[serde(borrow)]
+    recorded: Cow<'a, str>,
+    #[serde(borrow)]
+    source: Source<'a>,
+    #[serde(borrow)]
+    subtype: [Coding<'a>; 1],
+    #[serde(borrow, rename = "type")]
+    type_: Coding<'a>,
 }
 
-#[derive(Debug, serde::Serialize)]
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 struct Coding<'a> {
-    system: &'a str,
-    code: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    display: Option<&'static str>,
+    #[serde(borrow)]
+    code: Cow<'a, str>,
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    display: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    system: Cow<'a, str>,
 }
 
 impl<'a> Coding<'a> {
-    fn new(system: &'a str, code: &'a str, display: Option<&'static str>) -> Self {
+    fn new(system: &'a str, code: &'a str, display: Option<&'a str>) -> Self {
         Coding {
-            system,
-            code,
-            display,
+            code: code.into(),
+            display: display.map(Cow::Borrowed),
+            system: system.into(),
         }
     }
 }
 
-#[derive(Debug, serde::Serialize)]
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 struct Concept<'a> {
+    #[serde(borrow)]
     coding: [Coding<'a>; 1],
 }
 
-#[derive(Debug, serde::Serialize)]
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 #[serde(rename_all = "camelCase")]
 struct Agent<'a> {
-    requestor: bool,
-    #[serde(rename = "type")]
-    type_: Concept<'a>,
-    who: Who<'a>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    alt_id: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    role: Option<[Text; 1]>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    alt_id: Option<Cow<'a, str>>,
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
     network: Option<Network<'a>>,
+    requestor: bool,
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    role: Option<[Text<'a>; 1]>,
+    #[serde(borrow, rename = "type")]
+    type_: Concept<'a>,
+    #[serde(borrow)]
+    who: Who<'a>,
 }
 
-#[derive(Debug, serde::Serialize)]
-#[serde(untagged)]
-enum Who<'a> {
-    Reference {
-        reference: &'a str,
-    },
-    Identifier {
-        identifier: Identifier<'a>,
-        display: &'a str,
-    },
-    Display {
-        display: &'static str,
-    },
+/// `agent.who`: a reference (the token's `fhirUser`), an identifier (its `sub`) or only
+/// a display (no token).
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Who<'a> {
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    display: Option<Cow<'a, str>>,
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    identifier: Option<Identifier<'a>>,
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    reference: Option<Cow<'a, str>>,
 }
 
-#[derive(Debug, serde::Serialize)]
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 struct Identifier<'a> {
-    value: &'a str,
+    #[serde(borrow)]
+    value: Cow<'a, str>,
 }
 
-#[derive(Debug, serde::Serialize)]
-struct Text {
-    text: &'static str,
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Text<'a> {
+    #[serde(borrow)]
+    text: Cow<'a, str>,
 }
 
-#[derive(Debug, serde::Serialize)]
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 struct Network<'a> {
-    address: &'a str,
-    #[serde(rename = "type")]
-    type_: &'static str,
+    #[serde(borrow)]
+    address: Cow<'a, str>,
+    #[serde(borrow, rename = "type")]
+    type_: Cow<'a, str>,
 }
 
-#[derive(Debug, serde::Serialize)]
-struct Source {
-    observer: Display,
-    #[serde(rename = "type")]
-    type_: [Coding<'static>; 1],
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Source<'a> {
+    #[serde(borrow)]
+    observer: Display<'a>,
+    #[serde(borrow, rename = "type")]
+    type_: [Coding<'a>; 1],
 }
 
-#[derive(Debug, serde::Serialize)]
-struct Display {
-    display: &'static str,
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Display<'a> {
+    #[serde(borrow)]
+    display: Cow<'a, str>,
 }
 
-#[derive(Debug, serde::Serialize)]
-struct Entity {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    what: Option<Reference>,
-    #[serde(rename = "type")]
-    type_: Coding<'static>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    role: Option<Coding<'static>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    query: Option<String>,
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Entity<'a> {
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    query: Option<Cow<'a, str>>,
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    role: Option<Coding<'a>>,
+    #[serde(borrow, rename = "type")]
+    type_: Coding<'a>,
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    what: Option<Reference<'a>>,
 }
 
-#[derive(Debug, serde::Serialize)]
-struct Reference {
-    reference: String,
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Reference<'a> {
+    #[serde(borrow)]
+    reference: Cow<'a, str>,
 }
 
 /// What a request's method and path address.
@@ -795,12 +836,9 @@ mod tests {
         };
         let json = |path| serde_json::to_string(&event(&seen(path))).unwrap();
         let batch = with_ids(vec![json("/fhir/Patient/p1"), json("/fhir/Patient/p2")]);
-        write(
-            &store,
-            &PreparedCreates::new(store.backend(), &mut resources(&batch).unwrap()).unwrap(),
-        )
-        .await
-        .unwrap();
+        write(&store, &stored::prepare(store.backend(), &batch).unwrap())
+            .await
+            .unwrap();
         // As after a commit the database applied but the connection reported as failed:
         // the retry finds the batch stored (its first write fails on the existing ids).
         store_batch(store.clone(), batch.clone(), false).await;

@@ -51,7 +51,8 @@ pub struct StringValue {
 }
 
 impl StringValue {
-    fn new(s: &str) -> StringValue {
+    /// The value of the string `s`.
+    pub fn new(s: &str) -> StringValue {
         StringValue {
             exact: s.to_owned(),
             normalized: normalize(s),
@@ -464,51 +465,62 @@ impl Cx<'_> {
         (r != ReferenceValue::default()).then_some(r)
     }
 
-    /// The parts of a literal reference string.
+    /// The parts of a literal reference string; the type of a contained resource (`#id`)
+    /// is looked up among the resource's contained resources.
     fn literal_reference(&self, s: &str) -> ReferenceValue {
-        if let Some(local) = s.strip_prefix('#') {
-            let target_type = self
+        let mut r = literal_reference(s);
+        if r.contained {
+            r.target_type = self
                 .resource
                 .get("contained")
                 .and_then(Value::as_array)
                 .and_then(|cs| {
                     cs.iter()
-                        .find(|c| c.get("id").and_then(Value::as_str) == Some(local))
+                        .find(|c| c.get("id").and_then(Value::as_str) == r.id.as_deref())
                 })
                 .and_then(|c| text(c, "resourceType"));
-            return ReferenceValue {
-                target_type,
-                id: Some(local.to_owned()),
-                contained: true,
-                ..ReferenceValue::default()
-            };
-        }
-        if let Some((ty, _query)) = s.split_once('?') {
-            // Conditional (`Patient?identifier=…`): only the type is known.
-            return ReferenceValue {
-                target_type: self.defs.is_resource_type(ty).then(|| ty.to_owned()),
-                url: Some(s.to_owned()),
-                ..ReferenceValue::default()
-            };
-        }
-        let mut r = ReferenceValue::default();
-        let (path, version) = match s.split_once("/_history/") {
-            Some((p, v)) => (p, Some(v.to_owned())),
-            None => (s, None),
-        };
-        if let Some(ty) = fhirpath::reference_type(self.defs, path) {
-            r.target_type = Some(ty.to_owned());
-            r.id = path.rsplit('/').next().map(str::to_owned);
-            r.version = version;
-            let relative = path.len() == ty.len() + 1 + r.id.as_ref().map_or(0, String::len);
-            if !relative {
-                r.url = Some(path.to_owned());
-            }
-        } else {
-            r.url = Some(s.to_owned());
         }
         r
     }
+}
+
+/// The parts of a literal reference (`Reference.reference`): `Type/id`,
+/// `Type/id/_history/v`, an absolute URL ending in one, a conditional `Type?…`, any other
+/// URL, or `#id`, a contained resource (whose type only the resource can tell).
+pub fn literal_reference(s: &str) -> ReferenceValue {
+    let defs = definitions::r4();
+    if let Some(local) = s.strip_prefix('#') {
+        return ReferenceValue {
+            id: Some(local.to_owned()),
+            contained: true,
+            ..ReferenceValue::default()
+        };
+    }
+    if let Some((ty, _query)) = s.split_once('?') {
+        // Conditional (`Patient?identifier=…`): only the type is known.
+        return ReferenceValue {
+            target_type: defs.is_resource_type(ty).then(|| ty.to_owned()),
+            url: Some(s.to_owned()),
+            ..ReferenceValue::default()
+        };
+    }
+    let mut r = ReferenceValue::default();
+    let (path, version) = match s.split_once("/_history/") {
+        Some((p, v)) => (p, Some(v.to_owned())),
+        None => (s, None),
+    };
+    if let Some(ty) = fhirpath::reference_type(defs, path) {
+        r.target_type = Some(ty.to_owned());
+        r.id = path.rsplit('/').next().map(str::to_owned);
+        r.version = version;
+        let relative = path.len() == ty.len() + 1 + r.id.as_ref().map_or(0, String::len);
+        if !relative {
+            r.url = Some(path.to_owned());
+        }
+    } else {
+        r.url = Some(s.to_owned());
+    }
+    r
 }
 
 fn tokens(ty: &str, v: &Value, out: &mut Vec<IndexValue>) {

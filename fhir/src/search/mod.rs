@@ -65,8 +65,9 @@ pub mod text;
 use std::collections::{BTreeMap, BTreeSet};
 
 pub use extract::{
-    extract, extract_param, indexable, DateRange, Decimal, ExtractError, ExtractErrorKind,
-    IndexEntry, IndexValue, QuantityValue, ReferenceValue, StringValue, TokenValue,
+    extract, extract_param, indexable, literal_reference, DateRange, Decimal, ExtractError,
+    ExtractErrorKind, IndexEntry, IndexValue, QuantityValue, ReferenceValue, StringValue,
+    TokenValue,
 };
 pub use registry::{
     r4_search, Component, Derived, ParamType, RegistryError, SearchParam, SearchRegistry,

@@ -6,7 +6,7 @@
 //! parameter `code$i`, tied together by `grp` (1, 2, … per composite value; 0 for plain
 //! values).
 
-use fhir::search::{DateRange, IndexValue, SearchRegistry};
+use fhir::search::{DateRange, IndexValue, SearchParam, SearchRegistry};
 use sea_query::{Alias, Expr, Query, SimpleExpr, SqliteQueryBuilder};
 use sea_query_binder::SqlxBinder;
 use serde_json::{json, Value};
@@ -34,21 +34,36 @@ pub(crate) const TABLES: [&str; 7] = [
 const CHUNK: usize = 400;
 
 /// Index rows of one resource, by table.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, PartialEq)]
 pub(crate) struct IndexRows {
     rows: [Vec<Vec<Value>>; 7],
 }
 
 impl IndexRows {
     /// Extracts the rows of `resource`. A parameter whose expression cannot be evaluated
-    /// is logged and left out rather than refusing a valid resource. A parameter
-    /// [derived](fhir::search::Derived) from others gets no rows: searches read its
-    /// sources' rows.
+    /// is logged and left out rather than refusing a valid resource.
     pub(crate) fn extract(
         registry: &SearchRegistry,
         resource_type: &str,
         id: &str,
         resource: &Value,
+    ) -> Self {
+        Self::collect(registry, resource_type, id, |param| {
+            fhir::search::extract_param(param, resource).unwrap_or_else(|e| {
+                tracing::warn!(resource_type, id, param = %param.code, error = %e, "search parameter not indexed");
+                Vec::new()
+            })
+        })
+    }
+
+    /// The rows of `resource_type/id` given each stored parameter's values (`values`),
+    /// in the registry's order. A parameter [derived](fhir::search::Derived) from others
+    /// gets no rows: searches read its sources' rows.
+    pub(crate) fn collect(
+        registry: &SearchRegistry,
+        resource_type: &str,
+        id: &str,
+        mut values: impl FnMut(&SearchParam) -> Vec<IndexValue>,
     ) -> Self {
         let mut rows = IndexRows::default();
         let mut group = 0i64;
@@ -56,14 +71,7 @@ impl IndexRows {
             if super::search::is_resource_column(&param.code) || param.derived.is_some() {
                 continue;
             }
-            let values = match fhir::search::extract_param(param, resource) {
-                Ok(values) => values,
-                Err(e) => {
-                    tracing::warn!(resource_type, id, param = %param.code, error = %e, "search parameter not indexed");
-                    continue;
-                }
-            };
-            for value in dedupe(values) {
+            for value in dedupe(values(param)) {
                 if let IndexValue::Composite(components) = value {
                     group += 1;
                     for (i, component) in components.into_iter().enumerate() {

@@ -32,7 +32,9 @@ use sqlx::{AnyPool, Executor, Row};
 use time::OffsetDateTime;
 
 pub use error::{StoreError, StoreResult};
+pub(crate) use index::IndexRows;
 pub use index::ReindexBatch;
+pub(crate) use write::PreparedResource;
 pub use write::{DeleteOutcome, NewResource, PreparedCreates, WriteContext, WriteTx};
 
 use schema::{ResourceVersions as V, Resources as R};

@@ -10,7 +10,7 @@ use sqlx::Row;
 use time::OffsetDateTime;
 
 use crate::store::fixed_insert::{FixedInsert, OnError};
-use crate::store::index::Rendered;
+use crate::store::index::{IndexRows, Rendered};
 
 use super::{next_last_updated, stamp, WriteTx, ENTRY_COLUMNS, POINTER_COLUMNS, VERSION_COLUMNS};
 use crate::store::{micros, Backend, StoreError, StoreResult, VersionRecord, WriteMethod};
@@ -63,34 +63,77 @@ pub struct PreparedCreates {
     index: Rendered,
 }
 
-impl PreparedCreates {
-    /// Stamps `items` in place (id, `meta.versionId` 1, `meta.lastUpdated` now) and
-    /// prepares them for `backend`.
-    pub fn new(backend: Backend, items: &mut [NewResource]) -> StoreResult<PreparedCreates> {
-        let last_updated = next_last_updated(None)?;
-        let mut hashes = Vec::with_capacity(items.len());
-        let mut contents = Vec::with_capacity(items.len());
-        let mut index = crate::store::index::IndexRows::default();
-        for item in items.iter_mut() {
-            let body = std::mem::take(&mut item.resource);
-            item.resource = stamp(body, &item.resource_type, &item.id, 1, last_updated)?;
-            let stamped = &item.resource;
-            let hash = ledger::canonical::content_hash(stamped).map_err(|e| {
-                StoreError::Corrupt(format!(
-                    "cannot hash {}/{}: {e}",
-                    item.resource_type, item.id
-                ))
-            })?;
-            let content =
-                serde_json::to_string(stamped).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-            index.append(crate::store::index::IndexRows::extract(
+/// One new resource made ready to store: its text, content hash and index rows.
+#[derive(Debug, PartialEq)]
+pub(crate) struct PreparedResource {
+    pub(crate) resource_type: String,
+    pub(crate) id: String,
+    /// The stored JSON, with `id` and `meta` stamped.
+    pub(crate) content: String,
+    /// Its content hash ([`ledger::canonical::content_hash`]).
+    pub(crate) hash: ledger::Hash,
+    pub(crate) index: IndexRows,
+}
+
+impl PreparedResource {
+    /// Stamps `item` in place (id, `meta.versionId` 1, `meta.lastUpdated`) and prepares it.
+    pub(crate) fn new(
+        item: &mut NewResource,
+        last_updated: OffsetDateTime,
+    ) -> StoreResult<PreparedResource> {
+        let body = std::mem::take(&mut item.resource);
+        item.resource = stamp(body, &item.resource_type, &item.id, 1, last_updated)?;
+        let stamped = &item.resource;
+        let hash = ledger::canonical::content_hash(stamped).map_err(|e| {
+            StoreError::Corrupt(format!(
+                "cannot hash {}/{}: {e}",
+                item.resource_type, item.id
+            ))
+        })?;
+        let content =
+            serde_json::to_string(stamped).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        Ok(PreparedResource {
+            resource_type: item.resource_type.clone(),
+            id: item.id.clone(),
+            content,
+            hash,
+            index: IndexRows::extract(
                 fhir::search::r4_search(),
                 &item.resource_type,
                 &item.id,
                 stamped,
-            ));
-            hashes.push(hex::encode(hash));
-            contents.push((item.resource_type.clone(), item.id.clone(), content));
+            ),
+        })
+    }
+}
+
+impl PreparedCreates {
+    /// Stamps `items` in place (id, `meta.versionId` 1, `meta.lastUpdated` now) and
+    /// prepares them for `backend`.
+    pub fn new(backend: Backend, items: &mut [NewResource]) -> StoreResult<PreparedCreates> {
+        Self::build(backend, |last_updated| {
+            items
+                .iter_mut()
+                .map(|item| PreparedResource::new(item, last_updated))
+                .collect()
+        })
+    }
+
+    /// New resources `prepare` makes ready, stamped with the `meta.lastUpdated` it is given,
+    /// for `backend`.
+    pub(crate) fn build(
+        backend: Backend,
+        prepare: impl FnOnce(OffsetDateTime) -> StoreResult<Vec<PreparedResource>>,
+    ) -> StoreResult<PreparedCreates> {
+        let last_updated = next_last_updated(None)?;
+        let resources = prepare(last_updated)?;
+        let mut hashes = Vec::with_capacity(resources.len());
+        let mut contents = Vec::with_capacity(resources.len());
+        let mut index = IndexRows::default();
+        for r in resources {
+            hashes.push(hex::encode(r.hash));
+            contents.push((r.resource_type, r.id, r.content));
+            index.append(r.index);
         }
         Ok(PreparedCreates {
             last_updated,

@@ -20,6 +20,7 @@ use time::OffsetDateTime;
 
 mod bulk;
 
+pub(crate) use bulk::PreparedResource;
 pub use bulk::{NewResource, PreparedCreates};
 
 use super::schema::{
