@@ -66,37 +66,32 @@ fn prepare_one(
 /// `event` stored as `AuditEvent/{id}` version 1, last updated at `stamp`.
 fn typed(event: &Event<'_>, id: &str, stamp: &str) -> StoreResult<PreparedResource> {
     let mut members = Members::default();
-    let failed = |e: serde_json::Error| StoreError::Corrupt(format!("an AuditEvent: {e}"));
-    members.add("action", &event.action).map_err(failed)?;
-    members.add("agent", &event.agent).map_err(failed)?;
+    members.add("action", &event.action)?;
+    members.add("agent", &event.agent)?;
     if !event.entity.is_empty() {
-        members.add("entity", &event.entity).map_err(failed)?;
+        members.add("entity", &event.entity)?;
     }
-    members.add("outcome", &event.outcome).map_err(failed)?;
-    members
-        .add("outcomeDesc", &event.outcome_desc)
-        .map_err(failed)?;
-    members.add("recorded", &event.recorded).map_err(failed)?;
-    members.add("source", &event.source).map_err(failed)?;
-    members.add("subtype", &event.subtype).map_err(failed)?;
-    members.add("type", &event.type_).map_err(failed)?;
-    members.add("id", id).map_err(failed)?;
-    let stamp = serde_json::to_string(stamp).map_err(failed)?;
-    // As `stamp()` writes them: `resourceType`, `id` and `meta` first.
-    let head = format!(
-        "{{\"resourceType\":\"AuditEvent\",\"id\":{},\"meta\":{{\"versionId\":\"1\",\"lastUpdated\":{stamp}}}",
-        members.value("id")
+    members.add("outcome", &event.outcome)?;
+    members.add("outcomeDesc", &event.outcome_desc)?;
+    members.add("recorded", &event.recorded)?;
+    members.add("source", &event.source)?;
+    members.add("subtype", &event.subtype)?;
+    members.add("type", &event.type_)?;
+    let id_json = to_json(id)?;
+    let stamp = to_json(stamp)?;
+    // As `stamp()` writes a resource: `resourceType`, `id` and `meta` first.
+    let content = members.object(format!(
+        "{{\"resourceType\":\"AuditEvent\",\"id\":{id_json},\"meta\":{{\"versionId\":\"1\",\"lastUpdated\":{stamp}}}"
+    ));
+    // Canonical: every member, in name order.
+    members.raw("id", &id_json);
+    members.raw(
+        "meta",
+        &format!("{{\"lastUpdated\":{stamp},\"versionId\":\"1\"}}"),
     );
-    let content = members.object(head, |name| !matches!(name, "id"));
-    let canonical = {
-        members.raw(
-            "meta",
-            &format!("{{\"lastUpdated\":{stamp},\"versionId\":\"1\"}}"),
-        );
-        members.raw("resourceType", "\"AuditEvent\"");
-        members.sort();
-        members.object(String::from("{"), |_| true)
-    };
+    members.raw("resourceType", "\"AuditEvent\"");
+    members.sort();
+    let canonical = members.object(String::from("{"));
     Ok(PreparedResource {
         resource_type: "AuditEvent".to_owned(),
         id: id.to_owned(),
@@ -106,6 +101,11 @@ fn typed(event: &Event<'_>, id: &str, stamp: &str) -> StoreResult<PreparedResour
             index_values(event, &param.code)
         }),
     })
+}
+
+fn to_json(value: &(impl serde::Serialize + ?Sized)) -> StoreResult<String> {
+    serde_json::to_string(value)
+        .map_err(|e| StoreError::Corrupt(format!("an AuditEvent does not serialize: {e}")))
 }
 
 /// An object's members, each serialized once into one buffer.
@@ -120,9 +120,8 @@ impl Members {
         &mut self,
         name: &'static str,
         value: &(impl serde::Serialize + ?Sized),
-    ) -> serde_json::Result<()> {
-        let json = serde_json::to_string(value)?;
-        self.raw(name, &json);
+    ) -> StoreResult<()> {
+        self.raw(name, &to_json(value)?);
         Ok(())
     }
 
@@ -138,22 +137,12 @@ impl Members {
         self.spans.sort_by_key(|(name, _)| *name);
     }
 
-    fn value(&self, name: &str) -> &str {
-        self.spans
-            .iter()
-            .find(|(n, _)| *n == name)
-            .map_or("null", |(_, span)| &self.text[span.clone()])
-    }
-
     /// `head` (an object's opening, perhaps with members already) followed by the
-    /// members `keep` admits, in their current order, and the closing brace.
-    fn object(&self, mut out: String, keep: impl Fn(&str) -> bool) -> String {
+    /// members in their current order and the closing brace.
+    fn object(&self, mut out: String) -> String {
         out.reserve(self.text.len() + 16 * self.spans.len());
         let mut first = out.ends_with('{');
         for (name, span) in &self.spans {
-            if !keep(name) {
-                continue;
-            }
             if !std::mem::take(&mut first) {
                 out.push(',');
             }
