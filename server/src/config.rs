@@ -106,6 +106,22 @@ pub struct AuthArgs {
     pub auth_policy: Option<PathBuf>,
 }
 
+impl AuthArgs {
+    /// The options the flags default to: dev mode, the embedded policy, audience
+    /// `fhir-notary`, role claim `fhir_notary_role` (for tests and tools that start a
+    /// server or mint tokens in process).
+    pub fn dev() -> AuthArgs {
+        AuthArgs {
+            auth_mode: AuthMode::Dev,
+            auth_issuer: None,
+            auth_audience: "fhir-notary".into(),
+            auth_role_claim: "fhir_notary_role".into(),
+            auth_model: None,
+            auth_policy: None,
+        }
+    }
+}
+
 /// Token modes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum AuthMode {
@@ -529,6 +545,20 @@ mod tests {
             args.telemetry.otlp_endpoint.as_deref(),
             Some("http://c:4318")
         );
+    }
+
+    #[test]
+    fn dev_auth_args_are_the_flags_defaults() {
+        let Command::Serve(args) = parse(&["fhir-notary"]).expect("parses").command else {
+            panic!("expected serve");
+        };
+        let (parsed, dev) = (args.auth, AuthArgs::dev());
+        assert_eq!(parsed.auth_mode, dev.auth_mode);
+        assert_eq!(parsed.auth_issuer, dev.auth_issuer);
+        assert_eq!(parsed.auth_audience, dev.auth_audience);
+        assert_eq!(parsed.auth_role_claim, dev.auth_role_claim);
+        assert_eq!(parsed.auth_model, dev.auth_model);
+        assert_eq!(parsed.auth_policy, dev.auth_policy);
     }
 
     #[test]

@@ -75,7 +75,7 @@ async fn without_a_token_the_api_answers_401(server: TestServer) {
 
 /// A token signed with the server's dev key, for another issuer or audience.
 async fn mint_with(server: &TestServer, issuer: &str, audience: &str) -> String {
-    let mut args = common::default_auth_args();
+    let mut args = server::config::AuthArgs::dev();
     args.auth_issuer = Some(issuer.into());
     args.auth_audience = audience.into();
     let auth = Auth::from_args(&args, &server.data_dir).await.unwrap();

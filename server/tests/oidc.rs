@@ -124,7 +124,7 @@ impl OpenIdProvider {
 
 async fn oidc_end_to_end(db: Db) {
     let op = start_provider();
-    let mut args = common::default_auth_args();
+    let mut args = server::config::AuthArgs::dev();
     args.auth_mode = server::config::AuthMode::Oidc;
     args.auth_issuer = Some(op.issuer.clone());
     let server = TestServer::start_with_auth(db, args).await;

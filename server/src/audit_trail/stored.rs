@@ -246,25 +246,13 @@ mod tests {
     use super::super::{event, with_ids, Seen, Touched};
     use super::*;
     use crate::auth::{Auth, MintRequest, Principal, Role};
-    use crate::config::{AuthArgs, AuthMode};
+    use crate::config::AuthArgs;
     use crate::store::{VersionRecord, WriteMethod};
 
     /// Principals from real dev-mode tokens: `(role, sub, patient, fhirUser)`.
     async fn principals(specs: &[(Role, &str, Option<&str>, Option<&str>)]) -> Vec<Principal> {
         let dir = tempfile::tempdir().unwrap();
-        let auth = Auth::from_args(
-            &AuthArgs {
-                auth_mode: AuthMode::Dev,
-                auth_issuer: None,
-                auth_audience: "fhir-notary".into(),
-                auth_role_claim: "fhir_notary_role".into(),
-                auth_model: None,
-                auth_policy: None,
-            },
-            dir.path(),
-        )
-        .await
-        .unwrap();
+        let auth = Auth::from_args(&AuthArgs::dev(), dir.path()).await.unwrap();
         let mut out = Vec::new();
         for (role, subject, patient, fhir_user) in specs {
             let token = auth

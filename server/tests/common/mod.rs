@@ -18,7 +18,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use server::auth::{Auth, MintRequest, Role};
-use server::config::{AuthArgs, AuthMode};
+use server::config::AuthArgs;
 use server::store::Store;
 use server::AppState;
 use sqlx::AnyPool;
@@ -80,7 +80,7 @@ async fn admin_pool() -> AnyPool {
 impl TestServer {
     /// Starts a server over a fresh database of the given kind, sealing every 50 ms.
     pub async fn start(db: Db) -> TestServer {
-        Self::start_full(db, true, false, default_auth_args()).await
+        Self::start_full(db, true, false, AuthArgs::dev()).await
     }
 
     /// Starts a server checking tokens as `auth` says (e.g. oidc mode); `client` then carries
@@ -93,12 +93,12 @@ impl TestServer {
     /// suites leave it off: they count ledger entries, versions and history entries of
     /// their own writes, which the trail's writes would add to.)
     pub async fn start_audited(db: Db) -> TestServer {
-        Self::start_full(db, true, true, default_auth_args()).await
+        Self::start_full(db, true, true, AuthArgs::dev()).await
     }
 
     /// Starts a server; without `seal`, no sealer runs (entries stay pending).
     pub async fn start_with(db: Db, seal: bool) -> TestServer {
-        Self::start_full(db, seal, false, default_auth_args()).await
+        Self::start_full(db, seal, false, AuthArgs::dev()).await
     }
 
     async fn start_full(db: Db, seal: bool, audited: bool, auth_args: AuthArgs) -> TestServer {
@@ -325,18 +325,6 @@ impl TestServer {
             out.status.success(),
             String::from_utf8_lossy(&out.stdout).into_owned(),
         )
-    }
-}
-
-/// The auth options a server gets by default: dev mode, embedded policy.
-pub fn default_auth_args() -> AuthArgs {
-    AuthArgs {
-        auth_mode: AuthMode::Dev,
-        auth_issuer: None,
-        auth_audience: "fhir-notary".into(),
-        auth_role_claim: "fhir_notary_role".into(),
-        auth_model: None,
-        auth_policy: None,
     }
 }
 
