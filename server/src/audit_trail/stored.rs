@@ -21,7 +21,8 @@ use fhir::search::{
 };
 use time::OffsetDateTime;
 
-use super::{Coding, Event, Queued, Who};
+use super::event::{Coding, Event, Who};
+use super::Queued;
 use crate::store::{Backend, IndexRows, NewResource, PreparedCreates, PreparedResource};
 use crate::store::{StoreError, StoreResult};
 
@@ -243,7 +244,8 @@ mod tests {
     use actix_web::http::Method;
     use serde_json::Value;
 
-    use super::super::{event, with_ids, Seen, Touched};
+    use super::super::event::{event, Seen};
+    use super::super::{with_ids, Touched};
     use super::*;
     use crate::auth::{Auth, MintRequest, Principal, Role};
     use crate::config::AuthArgs;
