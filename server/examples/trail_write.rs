@@ -16,7 +16,7 @@ use server::audit_trail::BATCH;
 use server::store::{Store, WriteContext};
 
 /// An AuditEvent as the trail records one for `GET /fhir/Patient/{id}` by an admin token.
-pub fn read_event(patient: &str, recorded: &str) -> Value {
+fn read_event(patient: &str, recorded: &str) -> Value {
     json!({
         "resourceType": "AuditEvent",
         "type": {

@@ -29,7 +29,7 @@ use crate::store::{StoreError, StoreResult};
 /// `batch` made ready to write in one transaction on `backend`.
 pub(super) fn prepare(backend: Backend, batch: &[Queued]) -> StoreResult<PreparedCreates> {
     PreparedCreates::build(backend, |last_updated| {
-        let stamp = fhir::primitives::format_instant(last_updated);
+        let stamp = to_json(&fhir::primitives::format_instant(last_updated))?;
         batch
             .iter()
             .map(|queued| prepare_one(queued, &stamp, last_updated))
@@ -37,6 +37,7 @@ pub(super) fn prepare(backend: Backend, batch: &[Queued]) -> StoreResult<Prepare
     })
 }
 
+/// `queued` made ready; `stamp` is `last_updated` as a JSON string.
 fn prepare_one(
     queued: &Queued,
     stamp: &str,
@@ -64,7 +65,8 @@ fn prepare_one(
     }
 }
 
-/// `event` stored as `AuditEvent/{id}` version 1, last updated at `stamp`.
+/// `event` stored as `AuditEvent/{id}` version 1, last updated at `stamp` (a JSON
+/// string).
 fn typed(event: &Event<'_>, id: &str, stamp: &str) -> StoreResult<PreparedResource> {
     let mut members = Members::default();
     members.add("action", &event.action)?;
@@ -79,7 +81,6 @@ fn typed(event: &Event<'_>, id: &str, stamp: &str) -> StoreResult<PreparedResour
     members.add("subtype", &event.subtype)?;
     members.add("type", &event.type_)?;
     let id_json = to_json(id)?;
-    let stamp = to_json(stamp)?;
     // As `stamp()` writes a resource: `resourceType`, `id` and `meta` first.
     let content = members.object(format!(
         "{{\"resourceType\":\"AuditEvent\",\"id\":{id_json},\"meta\":{{\"versionId\":\"1\",\"lastUpdated\":{stamp}}}"
@@ -407,7 +408,7 @@ mod tests {
     async fn typed_preparation_matches_the_generic_one() {
         let batch = with_ids(events().await);
         let now = OffsetDateTime::now_utc();
-        let stamp = fhir::primitives::format_instant(now);
+        let stamp = to_json(&fhir::primitives::format_instant(now)).unwrap();
         for queued in &batch {
             let event: Event<'_> = serde_json::from_str(&queued.json)
                 .unwrap_or_else(|e| panic!("{e}: {}", queued.json));
@@ -433,7 +434,8 @@ mod tests {
         let json = r#"{"resourceType":"AuditEvent","type":{"system":"http://terminology.hl7.org/CodeSystem/audit-event-type","code":"rest"},"recorded":"2026-12-06T10:00:00Z","agent":[{"requestor":true,"name":"n"}],"source":{"observer":{"display":"x"}}}"#;
         let batch = with_ids(vec![json.to_owned()]);
         let now = OffsetDateTime::now_utc();
-        let prepared = prepare_one(&batch[0], &fhir::primitives::format_instant(now), now).unwrap();
+        let stamp = to_json(&fhir::primitives::format_instant(now)).unwrap();
+        let prepared = prepare_one(&batch[0], &stamp, now).unwrap();
         let stored: Value = serde_json::from_str(&prepared.content).unwrap();
         assert_eq!(stored["agent"][0]["name"], "n");
         assert_eq!(stored["id"], batch[0].id.as_str());
